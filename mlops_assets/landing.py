@@ -1,0 +1,196 @@
+"""Reading one landing file against the raw contract, with DuckDB, before anything is written."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from mlops_assets.contracts import RAW_COLUMNS, REQUIRED_RAW_COLUMNS
+
+LANDING_SUFFIXES = (".csv", ".parquet")
+NULL_TOKENS = ["", "NA", "NaN", "null", "NULL"]
+_SNIFF_BYTES = 64 * 1024
+_CANDIDATE_DELIMITERS = (",", ";", "\t", "|")
+
+
+class LandingFileError(ValueError):
+    """A landing file that cannot be loaded; the message names the file and the problem."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path.name}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class CsvDialect:
+    """How a landing CSV is written: its delimiter and decimal separator."""
+
+    delimiter: str = ","
+    decimal_separator: str = "."
+
+
+@dataclass
+class LandingFileProfile:
+    """What reading a landing file found: its dialect, columns and content hash."""
+
+    path: Path
+    content_sha256: str
+    file_format: str
+    dialect: CsvDialect
+    columns: list[str]
+    extra_columns: list[str] = field(default_factory=list)
+
+
+def content_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def partition_key_for(path: Path) -> str:
+    """A partition key from a file name: lower case, letters, digits, `_` and `-` only."""
+    key = re.sub(r"[^a-z0-9_-]+", "_", path.stem.lower()).strip("_")
+    if not key:
+        raise LandingFileError(path, "file name gives an empty partition key")
+    return key[:120]
+
+
+def sniff_csv_dialect(path: Path) -> tuple[CsvDialect, list[str]]:
+    """The delimiter and decimal separator of a CSV, from its header and first rows."""
+    head = path.read_bytes()[:_SNIFF_BYTES]
+    if not head.strip():
+        raise LandingFileError(path, "file is empty (no header line)")
+    if b"\x00" in head:
+        raise LandingFileError(path, "not a text CSV file (contains NUL bytes)")
+    try:
+        text = head.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        # A cut in the middle of a multi-byte character at the sniff boundary is fine.
+        if error.start < len(head) - 4:
+            raise LandingFileError(path, f"not UTF-8 text (bad byte at offset {error.start})") from None
+        text = head[: error.start].decode("utf-8-sig")
+    lines = text.splitlines()
+    header = lines[0]
+    delimiter = max(_CANDIDATE_DELIMITERS, key=header.count)
+    columns = [c.strip().strip('"') for c in header.split(delimiter)]
+    if len(columns) < 2:
+        raise LandingFileError(path, "header has one column only: unknown delimiter or not a CSV")
+    decimal = "."
+    if delimiter != ",":
+        sample = [line.split(delimiter) for line in lines[1:200] if line]
+        if any(re.fullmatch(r"-?\d+,\d+", value.strip()) for row in sample for value in row):
+            decimal = ","
+    return CsvDialect(delimiter=delimiter, decimal_separator=decimal), columns
+
+
+def profile_landing_file(path: Path) -> LandingFileProfile:
+    """Check a landing file's format and header against the contract, without loading rows."""
+    if path.suffix.lower() not in LANDING_SUFFIXES:
+        raise LandingFileError(path, f"unsupported file type {path.suffix!r} (expected .csv or .parquet)")
+    if not path.is_file():
+        raise LandingFileError(path, "file does not exist")
+    if path.suffix.lower() == ".parquet":
+        try:
+            columns = [row[0] for row in duckdb.sql(f"DESCRIBE SELECT * FROM read_parquet('{_sql_path(path)}')").fetchall()]
+        except duckdb.Error as error:
+            raise LandingFileError(path, f"unreadable Parquet file ({error})") from None
+        dialect, file_format = CsvDialect(), "parquet"
+    else:
+        dialect, columns = sniff_csv_dialect(path)
+        file_format = "csv"
+    missing = [name for name in REQUIRED_RAW_COLUMNS if name not in columns]
+    if missing:
+        raise LandingFileError(path, f"required column(s) missing: {', '.join(missing)}")
+    duplicated = sorted({c for c in columns if columns.count(c) > 1})
+    if duplicated:
+        raise LandingFileError(path, f"column(s) appear twice in the header: {', '.join(duplicated)}")
+    known = {c.name for c in RAW_COLUMNS}
+    return LandingFileProfile(
+        path=path,
+        content_sha256=content_sha256(path),
+        file_format=file_format,
+        dialect=dialect,
+        columns=columns,
+        extra_columns=[c for c in columns if c not in known],
+    )
+
+
+def _sql_path(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def _source_relation(profile: LandingFileProfile) -> str:
+    """A DuckDB relation over the file with every column as text, so types are ours to state."""
+    path = _sql_path(profile.path)
+    if profile.file_format == "parquet":
+        return f"(SELECT * FROM read_parquet('{path}'))"
+    nulls = ", ".join(f"'{token}'" for token in NULL_TOKENS)
+    delimiter = profile.dialect.delimiter.replace("'", "''")
+    return (
+        f"read_csv('{path}', header = true, all_varchar = true, delim = '{delimiter}', "
+        f"quote = '\"', nullstr = [{nulls}], auto_detect = false, "
+        f"columns = {{{', '.join(repr(c) + ': ' + repr('VARCHAR') for c in profile.columns)}}})"
+    )
+
+
+def _typed_expression(name: str, sql_type: str, decimal_separator: str, present: bool) -> str:
+    if not present:
+        return f"CAST(NULL AS {sql_type}) AS {name}"
+    text = f"CAST({name} AS VARCHAR)"
+    if sql_type == "VARCHAR":
+        return f"NULLIF(TRIM({text}), '') AS {name}"
+    if sql_type in ("DOUBLE", "INTEGER") and decimal_separator == ",":
+        text = f"REPLACE({text}, ',', '.')"
+    if sql_type == "INTEGER":
+        # Integers written as 2359.0 by a float-typed exporter are still integers.
+        return f"CAST(TRY_CAST(TRIM({text}) AS DOUBLE) AS INTEGER) AS {name}"
+    if sql_type == "TIMESTAMP":
+        return f"CAST(TRY_CAST(TRIM({text}) AS TIMESTAMPTZ) AT TIME ZONE 'UTC' AS TIMESTAMP) AS {name}"
+    return f"TRY_CAST(TRIM({text}) AS {sql_type}) AS {name}"
+
+
+def typed_select_sql(profile: LandingFileProfile) -> str:
+    """SQL selecting the contract columns, typed, from the file (absent optional ones as NULL)."""
+    present = set(profile.columns)
+    expressions = [
+        _typed_expression(c.name, c.sql_type, profile.dialect.decimal_separator, c.name in present)
+        for c in RAW_COLUMNS
+    ]
+    return f"SELECT {', '.join(expressions)} FROM {_source_relation(profile)}"
+
+
+def type_violations_sql(profile: LandingFileProfile) -> str:
+    """SQL counting, per typed column, the values present in the file that do not parse."""
+    present = set(profile.columns)
+    counts = []
+    for column in RAW_COLUMNS:
+        if column.name not in present or column.sql_type == "VARCHAR":
+            continue
+        typed = _typed_expression(column.name, column.sql_type, profile.dialect.decimal_separator, True)
+        typed = typed.rsplit(" AS ", 1)[0]
+        raw = f"NULLIF(TRIM(CAST({column.name} AS VARCHAR)), '')"
+        counts.append(
+            f"COUNT(*) FILTER (WHERE {raw} IS NOT NULL AND ({typed}) IS NULL) AS {column.name}"
+        )
+    return f"SELECT {', '.join(counts)} FROM {_source_relation(profile)}"
+
+
+def check_types(con: duckdb.DuckDBPyConnection, profile: LandingFileProfile) -> None:
+    """Raise if any value in the file does not parse as its contract type."""
+    try:
+        row = con.execute(type_violations_sql(profile)).fetchone()
+        names = [d[0] for d in con.description]
+    except duckdb.Error as error:
+        raise LandingFileError(profile.path, f"unreadable as CSV ({str(error).splitlines()[0]})") from None
+    bad = {name: count for name, count in zip(names, row, strict=True) if count}
+    if bad:
+        detail = ", ".join(f"{name} ({count} values)" for name, count in bad.items())
+        raise LandingFileError(profile.path, f"values that do not parse as their contract type: {detail}")
