@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     written = write_landing_days(paths.landing, args.first_day, args.last_day)
     print(f"landed {len(written)} day files in {paths.landing}")
     if instance.get_latest_materialization_event(dg.AssetKey("weather")) is None:
-        dg.materialize([defs.resolve_assets_def("weather")], instance=instance, resources=defs.resources)
+        dg.materialize([defs.resolve_assets_def("weather")], instance=instance)
     new_keys = ingest_new_files(defs, instance, paths)
     print(f"ingested {len(new_keys)} new batches")
     if new_keys:

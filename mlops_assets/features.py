@@ -63,9 +63,7 @@ def write_feature_partition(con: duckdb.DuckDBPyConnection, batch_key: str) -> i
     con.execute(FEATURE_TABLE_DDL)
     con.execute(f"DELETE FROM {FEATURES_TABLE} WHERE batch_key = ?", [batch_key])
     con.execute(f"INSERT INTO {FEATURES_TABLE} {feature_partition_sql()}", [batch_key])
-    return int(
-        con.execute(f"SELECT COUNT(*) FROM {FEATURES_TABLE} WHERE batch_key = ?", [batch_key]).fetchone()[0]
-    )
+    return int(con.execute(f"SELECT COUNT(*) FROM {FEATURES_TABLE} WHERE batch_key = ?", [batch_key]).fetchone()[0])
 
 
 def coerce_model_input(frame: pd.DataFrame) -> pd.DataFrame:
@@ -106,7 +104,6 @@ def derive_schedule_features(frame: pd.DataFrame) -> pd.DataFrame:
         index=frame.index,
     )
     return pd.concat([frame, derived], axis=1)[list(MODEL_FEATURES)]
-
 
 
 class ScheduleFeatures(TransformerMixin, BaseEstimator):

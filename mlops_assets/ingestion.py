@@ -9,7 +9,12 @@ from pathlib import Path
 import duckdb
 
 from mlops_assets.contracts import RAW_COLUMN_NAMES
-from mlops_assets.landing import LandingFileProfile, check_types, profile_landing_file, typed_select_sql
+from mlops_assets.landing import (
+    LandingFileProfile,
+    check_types,
+    profile_landing_file,
+    typed_select_sql,
+)
 from mlops_assets.quality import CheckOutcome, run_batch_checks
 from mlops_assets.warehouse import BATCHES_TABLE, RAW_TABLE, transaction
 

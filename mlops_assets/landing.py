@@ -99,7 +99,9 @@ def profile_landing_file(path: Path) -> LandingFileProfile:
         raise LandingFileError(path, "file does not exist")
     if path.suffix.lower() == ".parquet":
         try:
-            columns = [row[0] for row in duckdb.sql(f"DESCRIBE SELECT * FROM read_parquet('{_sql_path(path)}')").fetchall()]
+            columns = [
+                row[0] for row in duckdb.sql(f"DESCRIBE SELECT * FROM read_parquet('{_sql_path(path)}')").fetchall()
+            ]
         except duckdb.Error as error:
             raise LandingFileError(path, f"unreadable Parquet file ({error})") from None
         dialect, file_format = CsvDialect(), "parquet"
@@ -161,8 +163,7 @@ def typed_select_sql(profile: LandingFileProfile) -> str:
     """SQL selecting the contract columns, typed, from the file (absent optional ones as NULL)."""
     present = set(profile.columns)
     expressions = [
-        _typed_expression(c.name, c.sql_type, profile.dialect.decimal_separator, c.name in present)
-        for c in RAW_COLUMNS
+        _typed_expression(c.name, c.sql_type, profile.dialect.decimal_separator, c.name in present) for c in RAW_COLUMNS
     ]
     return f"SELECT {', '.join(expressions)} FROM {_source_relation(profile)}"
 
@@ -177,9 +178,7 @@ def type_violations_sql(profile: LandingFileProfile) -> str:
         typed = _typed_expression(column.name, column.sql_type, profile.dialect.decimal_separator, True)
         typed = typed.rsplit(" AS ", 1)[0]
         raw = f"NULLIF(TRIM(CAST({column.name} AS VARCHAR)), '')"
-        counts.append(
-            f"COUNT(*) FILTER (WHERE {raw} IS NOT NULL AND ({typed}) IS NULL) AS {column.name}"
-        )
+        counts.append(f"COUNT(*) FILTER (WHERE {raw} IS NOT NULL AND ({typed}) IS NULL) AS {column.name}")
     return f"SELECT {', '.join(counts)} FROM {_source_relation(profile)}"
 
 

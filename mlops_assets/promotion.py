@@ -60,8 +60,11 @@ def gate_decision(evaluation: Evaluation, metric: str, floor: float, tolerance: 
         )
     if evaluation.champion is None or champion_value is None:
         return GateDecision(
-            True, f"first model: candidate {name} {metric} {value:.4f} meets the floor {floor:.4f}",
-            metric, value, None,
+            True,
+            f"first model: candidate {name} {metric} {value:.4f} meets the floor {floor:.4f}",
+            metric,
+            value,
+            None,
         )
     champion = f"v{evaluation.champion.version}"
     if not _better_or_equal(metric, value, champion_value, tolerance):
@@ -69,13 +72,17 @@ def gate_decision(evaluation: Evaluation, metric: str, floor: float, tolerance: 
             False,
             f"candidate {name} {metric} {value:.4f} is worse than champion {champion} {champion_value:.4f} "
             f"beyond tolerance {tolerance:.4f}",
-            metric, value, champion_value,
+            metric,
+            value,
+            champion_value,
         )
     return GateDecision(
         True,
         f"candidate {name} {metric} {value:.4f} vs champion {champion} {champion_value:.4f} "
         f"(tolerance {tolerance:.4f}): not worse",
-        metric, value, champion_value,
+        metric,
+        value,
+        champion_value,
     )
 
 

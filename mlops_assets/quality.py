@@ -14,8 +14,18 @@ from mlops_assets.warehouse import BATCHES_TABLE, RAW_TABLE
 DEFAULT_NULL_LIMITS: dict[str, float] = {
     name: 0.01
     for name in (
-        "year", "month", "day", "sched_dep_time", "sched_arr_time", "carrier",
-        "flight", "origin", "dest", "distance", "hour", "minute",
+        "year",
+        "month",
+        "day",
+        "sched_dep_time",
+        "sched_arr_time",
+        "carrier",
+        "flight",
+        "origin",
+        "dest",
+        "distance",
+        "hour",
+        "minute",
     )
 }
 
@@ -58,9 +68,7 @@ def check_has_rows(con: duckdb.DuckDBPyConnection, batch_key: str) -> CheckOutco
     )
 
 
-def check_null_shares(
-    con: duckdb.DuckDBPyConnection, batch_key: str, limits: dict[str, float]
-) -> CheckOutcome:
+def check_null_shares(con: duckdb.DuckDBPyConnection, batch_key: str, limits: dict[str, float]) -> CheckOutcome:
     """Each limited column's null share must not exceed its limit."""
     shares_sql = ", ".join(f"AVG(CASE WHEN {c} IS NULL THEN 1.0 ELSE 0.0 END) AS {c}" for c in limits)
     row = con.execute(f"SELECT {shares_sql} FROM {RAW_TABLE} WHERE batch_key = ?", [batch_key]).fetchone()
@@ -83,11 +91,7 @@ def check_value_ranges(con: duckdb.DuckDBPyConnection, batch_key: str) -> CheckO
     )
     row = con.execute(f"SELECT {counts_sql} FROM {RAW_TABLE} WHERE batch_key = ?", [batch_key]).fetchone()
     bad = {c: int(n) for c, n in zip(RANGE_RULES, row, strict=True) if n}
-    description = (
-        "all values in range"
-        if not bad
-        else "; ".join(f"{c}: {n} rows out of range" for c, n in bad.items())
-    )
+    description = "all values in range" if not bad else "; ".join(f"{c}: {n} rows out of range" for c, n in bad.items())
     metadata: dict[str, float | int | str] = {f"out_of_range_{c}": n for c, n in bad.items()}
     metadata["out_of_range_rows_total"] = sum(bad.values())
     return CheckOutcome("value_ranges", not bad, description, metadata)

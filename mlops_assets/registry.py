@@ -29,9 +29,7 @@ class ModelVersion:
         return f"models:/{self.name}/{self.version}"
 
 
-def log_and_register_model(
-    model: Pipeline, input_example: pd.DataFrame, registered_model_name: str
-) -> ModelVersion:
+def log_and_register_model(model: Pipeline, input_example: pd.DataFrame, registered_model_name: str) -> ModelVersion:
     """Log the pipeline to the active run with its signature, and register it as a new version."""
     run = mlflow.active_run()
     if run is None:

@@ -84,7 +84,5 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
 def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
     """Whether a table exists in the main schema."""
     return bool(
-        con.execute(
-            "SELECT COUNT(*) FROM information_schema.tables WHERE table_name = ?", [table]
-        ).fetchone()[0]
+        con.execute("SELECT COUNT(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchone()[0]
     )

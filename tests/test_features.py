@@ -13,13 +13,24 @@ from mlops_assets.modeling import TrainingParams, build_pipeline
 def _rows() -> pd.DataFrame:
     return pd.DataFrame(
         {
-            "year": [2013, 2013], "month": [1, 2], "day": [1, 3],
-            "sched_dep_time": [515, 2359], "sched_arr_time": [819, 437],
-            "carrier": ["UA", "B6"], "origin": ["EWR", "JFK"], "dest": ["IAH", "BQN"],
+            "year": [2013, 2013],
+            "month": [1, 2],
+            "day": [1, 3],
+            "sched_dep_time": [515, 2359],
+            "sched_arr_time": [819, 437],
+            "carrier": ["UA", "B6"],
+            "origin": ["EWR", "JFK"],
+            "dest": ["IAH", "BQN"],
             "distance": [1400.0, 1576.0],
-            "temp": [39.0, np.nan], "dewp": [26.0, np.nan], "humid": [59.4, np.nan],
-            "wind_dir": [270.0, np.nan], "wind_speed": [10.4, np.nan], "wind_gust": [np.nan, np.nan],
-            "precip": [0.0, np.nan], "pressure": [1012.0, np.nan], "visib": [10.0, np.nan],
+            "temp": [39.0, np.nan],
+            "dewp": [26.0, np.nan],
+            "humid": [59.4, np.nan],
+            "wind_dir": [270.0, np.nan],
+            "wind_speed": [10.4, np.nan],
+            "wind_gust": [np.nan, np.nan],
+            "precip": [0.0, np.nan],
+            "pressure": [1012.0, np.nan],
+            "visib": [10.0, np.nan],
         }
     )
 

@@ -27,7 +27,7 @@ def test_whole_graph_on_real_days_registers_a_model_better_than_base_rate(
 ) -> None:
     files = land_days(state_paths, package_flights, dt.date(2013, 1, 1), dt.date(2013, 1, 21))
     instance = dg.DagsterInstance.ephemeral()
-    assert dg.materialize([defs.resolve_assets_def("weather")], instance=instance, resources=defs.resources).success
+    assert dg.materialize([defs.resolve_assets_def("weather")], instance=instance).success
     _ingest(defs, instance, [partition_key_for(f) for f in files])
 
     result = defs.resolve_job_def("retrain").execute_in_process(instance=instance)
@@ -55,7 +55,7 @@ def test_materializing_a_partition_twice_keeps_its_row_count(
     [path] = land_days(state_paths, package_flights, dt.date(2013, 1, 5), dt.date(2013, 1, 5))
     expected = len(package_flights.query("month == '1' and day == '5'"))
     instance = dg.DagsterInstance.ephemeral()
-    assert dg.materialize([defs.resolve_assets_def("weather")], instance=instance, resources=defs.resources).success
+    assert dg.materialize([defs.resolve_assets_def("weather")], instance=instance).success
     key = partition_key_for(path)
     _ingest(defs, instance, [key])
     _ingest(defs, instance, [key])

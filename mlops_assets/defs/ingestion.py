@@ -1,6 +1,5 @@
 """Landing batches into the warehouse: raw flights, weather, and per-batch features."""
 
-
 from pathlib import Path
 
 import dagster as dg
@@ -41,8 +40,7 @@ class RawFlightsConfig(dg.Config):
 def find_landing_file(landing_dir: Path, batch_key: str) -> Path:
     """The one landing file whose name gives this partition key."""
     matches = sorted(
-        p for p in landing_dir.glob("*")
-        if p.suffix.lower() in LANDING_SUFFIXES and partition_key_for(p) == batch_key
+        p for p in landing_dir.glob("*") if p.suffix.lower() in LANDING_SUFFIXES and partition_key_for(p) == batch_key
     )
     if not matches:
         raise dg.Failure(f"no landing file in {landing_dir} gives partition key {batch_key!r}")
@@ -181,3 +179,5 @@ ingest_batch = dg.define_asset_job(
     partitions_def=landing_batches,
     description="Load one landed file, check it, and build its features.",
 )
+
+defs = dg.Definitions(assets=[raw_flights, weather, flight_features], jobs=[ingest_batch])

@@ -1,6 +1,5 @@
 """The promotion gate and the champion: only a candidate that passes moves the alias."""
 
-
 import dagster as dg
 from pydantic import Field
 
@@ -16,9 +15,7 @@ class PromotionGateConfig(dg.Config):
 
     metric: str = Field(default="roc_auc", description="Holdout metric the gate compares.")
     floor: float = Field(default=0.55, description="Absolute minimum of the metric (0-1).")
-    tolerance: float = Field(
-        default=0.005, description="How much worse than the champion the candidate may be (0-1)."
-    )
+    tolerance: float = Field(default=0.005, description="How much worse than the champion the candidate may be (0-1).")
 
 
 @dg.asset_check(
@@ -97,3 +94,12 @@ def champion_model(
             "roc_auc": float(candidate_evaluation.candidate_metrics["roc_auc"]),
         },
     )
+
+
+retrain = dg.define_asset_job(
+    "retrain",
+    selection=dg.AssetSelection.assets("training_set", "candidate_model", "candidate_evaluation").downstream(),
+    description="Train a candidate on the current window, evaluate it against the champion, gate, promote.",
+)
+
+defs = dg.Definitions(assets=[champion_model], asset_checks=[candidate_beats_champion], jobs=[retrain])

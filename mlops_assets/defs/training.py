@@ -1,11 +1,9 @@
 """Training: the window of accepted batches, the candidate model, and its evaluation."""
 
-
 import json
 import math
 
 import dagster as dg
-import mlflow
 import numpy as np
 from dagster_mlflow.resources import MlFlow
 from pydantic import Field
@@ -46,8 +44,12 @@ TRAINING_SET_CHECKS = {
 
 def _training_set_checks(data: TrainingSet, config: TrainingSetConfig) -> list[dg.AssetCheckResult]:
     counts = data.class_counts("train")
-    figures = {"train_rows": len(data.train), "holdout_rows": len(data.holdout),
-               "train_on_time_rows": counts[0], "train_disrupted_rows": counts[1]}
+    figures = {
+        "train_rows": len(data.train),
+        "holdout_rows": len(data.holdout),
+        "train_on_time_rows": counts[0],
+        "train_disrupted_rows": counts[1],
+    }
     classes = sum(1 for n in counts.values() if n > 0)
     enough_rows = len(data.train) >= config.min_train_rows and len(data.holdout) >= config.min_holdout_rows
     per_class = min(counts.values()) >= config.min_rows_per_class
@@ -60,15 +62,21 @@ def _training_set_checks(data: TrainingSet, config: TrainingSetConfig) -> list[d
         dg.AssetCheckResult(
             check_name="training_set_has_enough_rows",
             passed=enough_rows,
-            metadata={**figures, "reason": (
-                f"{len(data.train)} training rows (minimum {config.min_train_rows}), "
-                f"{len(data.holdout)} holdout rows (minimum {config.min_holdout_rows})")},
+            metadata={
+                **figures,
+                "reason": (
+                    f"{len(data.train)} training rows (minimum {config.min_train_rows}), "
+                    f"{len(data.holdout)} holdout rows (minimum {config.min_holdout_rows})"
+                ),
+            },
         ),
         dg.AssetCheckResult(
             check_name="training_set_has_enough_rows_per_class",
             passed=per_class,
-            metadata={**figures, "reason": (
-                f"on time {counts[0]}, disrupted {counts[1]} (minimum {config.min_rows_per_class} each)")},
+            metadata={
+                **figures,
+                "reason": (f"on time {counts[0]}, disrupted {counts[1]} (minimum {config.min_rows_per_class} each)"),
+            },
         ),
     ]
 
@@ -126,14 +134,21 @@ def candidate_model(
     registry.client()
     params = TrainingParams(**config.model_dump())
     try:
-        mlflow.log_params({**config.model_dump(), "train_rows": len(training_set.train),
-                           "train_start": str(training_set.train_dates[0]),
-                           "train_end": str(training_set.train_dates[1])})
+        mlflow.log_params(
+            {
+                **config.model_dump(),
+                "train_rows": len(training_set.train),
+                "train_start": str(training_set.train_dates[0]),
+                "train_end": str(training_set.train_dates[1]),
+            }
+        )
         mlflow.set_tags({"dagster_asset": "candidate_model", "batch_count": len(training_set.batches)})
         mlflow.log_dict(
-            {"batches": [{"batch_key": k, "content_sha256": h} for k, h in training_set.batches],
-             "train_dates": [str(d) for d in training_set.train_dates],
-             "holdout_dates": [str(d) for d in training_set.holdout_dates]},
+            {
+                "batches": [{"batch_key": k, "content_sha256": h} for k, h in training_set.batches],
+                "train_dates": [str(d) for d in training_set.train_dates],
+                "holdout_dates": [str(d) for d in training_set.holdout_dates],
+            },
             "lineage.json",
         )
         model = train_model(training_set.train, params)
@@ -218,3 +233,6 @@ def candidate_evaluation(
         "metrics_json": json.dumps(candidate_metrics),
     }
     return dg.Output(evaluation, metadata=metadata)
+
+
+defs = dg.Definitions(assets=[training_set, candidate_model, candidate_evaluation])
