@@ -1,4 +1,9 @@
-"""`make demo`: land real flight days, run the loop, print what happened."""
+"""`make demo`: land real flight days and let the sensors drive every run, then print what happened.
+
+The sensors are the ones the daemon runs (`make dev`); here their ticks are evaluated in this process
+against the real instance of the state folder, and the runs they request are executed in process,
+tagged like the daemon tags them, so the same run keys deduplicate in both.
+"""
 
 from __future__ import annotations
 
@@ -6,59 +11,225 @@ import argparse
 import datetime as dt
 import time
 import warnings
+from dataclasses import dataclass, field
 
 import dagster as dg
+from mlflow import MlflowClient
 
+from mlops_assets import quarantine
 from mlops_assets.definitions import build_definitions
+from mlops_assets.defs.automation import AutomationPolicy
 from mlops_assets.instance import open_instance
-from mlops_assets.landing import content_sha256, partition_key_for
 from mlops_assets.landing_writer import write_landing_days
-from mlops_assets.settings import StatePaths
+from mlops_assets.registry import champion_version
+from mlops_assets.settings import REGISTERED_MODEL_NAME, StatePaths
 from mlops_assets.warehouse import BATCHES_TABLE, Warehouse
+
+RUN_KEY_TAG = "dagster/run_key"
+SENSOR_NAME_TAG = "dagster/sensor_name"
+DEMO_SENSORS = ("landing_sensor", "quarantine_failed_ingests", "retrain_on_new_data", "retrain_on_drift")
+
+
+@dataclass
+class DriveResult:
+    """The runs the sensors asked for and that were executed here, by job."""
+
+    runs: dict[str, list[tuple[str, bool]]] = field(default_factory=dict)
+
+    def add(self, job_name: str, run_id: str, success: bool) -> None:
+        self.runs.setdefault(job_name, []).append((run_id, success))
+
+    def count(self, job_name: str) -> int:
+        return len(self.runs.get(job_name, []))
+
+
+def evaluate_tick(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    sensor_name: str,
+    cursor: str | None = None,
+    resources: dict[str, object] | None = None,
+) -> dg.SensorResult:
+    """One tick of a sensor against the instance (what the daemon does), returning its result."""
+    sensor = defs.resolve_sensor_def(sensor_name)
+    # Resources given here replace the definitions' own: bind the ones this sensor needs.
+    available = {**(defs.resources or {}), **(resources or {})}
+    bound = {key: available[key] for key in sensor.required_resource_keys}
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, sensor_name=sensor_name, definitions=defs, resources=bound
+    )
+    return sensor(context)
+
+
+def execute_request(
+    defs: dg.Definitions, instance: dg.DagsterInstance, sensor_name: str, request: dg.RunRequest
+) -> dg.ExecuteInProcessResult | None:
+    """Run a sensor's request in process, unless a run with its run key exists (the daemon's dedupe)."""
+    if request.run_key and instance.get_runs_count(
+        filters=dg.RunsFilter(tags={RUN_KEY_TAG: request.run_key, SENSOR_NAME_TAG: sensor_name})
+    ):
+        return None
+    job_name = request.job_name or defs.resolve_sensor_def(sensor_name).job_name
+    tags = {**request.tags, SENSOR_NAME_TAG: sensor_name}
+    if request.run_key:
+        tags[RUN_KEY_TAG] = request.run_key
+    tags.pop("dagster/partition", None)
+    return defs.resolve_job_def(job_name).execute_in_process(
+        instance=instance,
+        partition_key=request.partition_key,
+        run_config=request.run_config,
+        tags=tags,
+        raise_on_error=False,
+    )
+
+
+def drive_sensors(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    resources: dict[str, object] | None = None,
+    sensors: tuple[str, ...] = DEMO_SENSORS,
+    max_rounds: int = 10,
+) -> DriveResult:
+    """Tick every sensor and run what it asks for, round after round, until no sensor asks for more."""
+    cursors: dict[str, str | None] = {}
+    outcome = DriveResult()
+    for _ in range(max_rounds):
+        executed = 0
+        for name in sensors:
+            data = evaluate_tick(defs, instance, name, cursors.get(name), resources)
+            cursors[name] = data.cursor
+            for request in data.dynamic_partitions_requests or []:
+                instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+            for request in data.run_requests or []:
+                result = execute_request(defs, instance, name, request)
+                if result is not None:
+                    executed += 1
+                    outcome.add(result.job_def.name, result.run_id, result.success)
+        if not executed:
+            return outcome
+    return outcome
 
 
 def _parse_day(text: str) -> dt.date:
     return dt.date.fromisoformat(text)
 
 
-def ingest_new_files(defs: dg.Definitions, instance: dg.DagsterInstance, paths: StatePaths) -> list[str]:
-    """Run the ingest job for every landed file whose content is not loaded yet."""
-    warehouse = Warehouse(path=str(paths.warehouse))
-    with warehouse.connect() as con:
-        loaded = dict(con.execute(f"SELECT batch_key, content_sha256 FROM {BATCHES_TABLE}").fetchall())
-    new_keys = []
-    for path in sorted(paths.landing.glob("*.csv")):
-        key = partition_key_for(path)
-        if loaded.get(key) != content_sha256(path):
-            new_keys.append(key)
-    if new_keys:
-        instance.add_dynamic_partitions("landing_batches", new_keys)
-    job = defs.resolve_job_def("ingest_batch")
-    for key in new_keys:
-        job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False)
-    return new_keys
+def _run_metadata(instance: dg.DagsterInstance, run_id: str) -> tuple[dict[str, dict], dict[str, object]]:
+    """Materialization metadata by asset, and check evaluations by check name, of one run."""
+    materialized: dict[str, dict] = {}
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
+        event = entry.asset_materialization
+        if event is not None:
+            materialized[event.asset_key.to_user_string()] = {k: v.value for k, v in event.metadata.items()}
+    checks: dict[str, object] = {}
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+        evaluation = entry.dagster_event.asset_check_evaluation_data
+        checks[evaluation.check_name] = evaluation
+    return materialized, checks
+
+
+def describe_retrain(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    """The summary lines of one retrain run: model version, holdout metrics, the gate's decision."""
+    materialized, checks = _run_metadata(instance, run_id)
+    run = instance.get_run_by_id(run_id)
+    trigger = run.tags.get("mlops/trigger", "manual") if run else "?"
+    lines = [f"retrain run {run_id[:8]} (trigger: {trigger}, {run.status.value.lower() if run else '?'})"]
+    evaluation = materialized.get("candidate_evaluation")
+    if evaluation is None:
+        failed = [name for name, check in checks.items() if not check.passed]
+        lines.append(f"  no candidate evaluated; failed checks: {', '.join(failed) or 'none (see the run log)'}")
+        return lines
+    lines.append(f"  candidate model version v{evaluation.get('candidate_version')}")
+
+    def figures(prefix: str) -> str:
+        return ", ".join(
+            f"{name} {evaluation[prefix + name]:.3f}"
+            for name in ("roc_auc", "log_loss", "precision", "recall", "f1")
+            if prefix + name in evaluation
+        )
+
+    lines.append(f"  holdout, candidate:  {figures('candidate_')}")
+    lines.append(f"  holdout, base rate:  {figures('base_rate_')}")
+    if evaluation.get("champion_version"):
+        lines.append(f"  holdout, champion v{evaluation['champion_version']}: {figures('champion_')}")
+    gate = checks.get("candidate_beats_champion")
+    if gate is None:
+        lines.append("  gate: not evaluated")
+    else:
+        verdict = "PROMOTED" if gate.passed and "champion_model" in materialized else "REFUSED"
+        reason = gate.metadata.get("reason")
+        lines.append(f"  gate: {verdict} ({reason.value if reason is not None else 'no reason recorded'})")
+    return lines
+
+
+def print_summary(paths: StatePaths, instance: dg.DagsterInstance, drives: list[DriveResult]) -> None:
+    """Batches, rows, quarantine, model versions, metrics beside the base rate, the gate, where to look."""
+    with Warehouse(path=str(paths.warehouse)).connect(read_only=True) as con:
+        batches, passed, rows, accepted_rows = con.execute(
+            f"SELECT COUNT(*), COUNT(*) FILTER (WHERE checks_passed), COALESCE(SUM(row_count), 0), "
+            f"COALESCE(SUM(row_count) FILTER (WHERE checks_passed), 0) FROM {BATCHES_TABLE}"
+        ).fetchone()
+    print("\n=== summary ===")
+    print(f"batches loaded: {batches} ({passed} passed their checks), rows: {rows} ({accepted_rows} accepted)")
+    entries = quarantine.list_entries(paths.quarantine_db)
+    print(f"quarantined files: {len(entries)}")
+    for entry in entries:
+        print(f"  {entry.file_name}: {entry.reason} (by {entry.source})")
+    retrains = [run_id for drive in drives for run_id, _ in drive.runs.get("retrain", [])]
+    if not retrains:
+        print("no retrain in this demo run: nothing new landed")
+        latest = instance.get_run_records(filters=dg.RunsFilter(job_name="retrain"), limit=1)
+        retrains = [latest[0].dagster_run.run_id] if latest else []
+        if retrains:
+            print("latest retrain:")
+    for run_id in retrains:
+        print("\n".join(describe_retrain(instance, run_id)))
+    client = MlflowClient(tracking_uri=paths.mlflow_tracking_uri, registry_uri=paths.mlflow_tracking_uri)
+    versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{REGISTERED_MODEL_NAME}'"))
+    champion = champion_version(client, REGISTERED_MODEL_NAME)
+    print(f"model versions: {', '.join(f'v{v}' for v in versions) or 'none'}; champion: ", end="")
+    print(f"v{champion.version}" if champion else "none")
+    print("Dagster UI: `make dev` -> http://127.0.0.1:3000 (same instance)")
+    print(f"MLflow UI: `make mlflow-ui` -> http://127.0.0.1:5000 (store {paths.mlflow_tracking_uri})")
+    print(f"reports: {paths.reports}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Land the first stretch of days, ingest, retrain, and print a summary."""
+    """Land the first stretch of days, let the sensors ingest and retrain, land a later month, again."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--first-day", type=_parse_day, default=dt.date(2013, 1, 1))
     parser.add_argument("--last-day", type=_parse_day, default=dt.date(2013, 2, 28))
+    parser.add_argument("--later-first-day", type=_parse_day, default=dt.date(2013, 3, 1))
+    parser.add_argument("--later-last-day", type=_parse_day, default=dt.date(2013, 3, 31))
+    parser.add_argument(
+        "--retrain-cooldown-minutes",
+        type=float,
+        default=0.0,
+        help="The demo lands a month minutes after the first stretch; the platform default is 10.",
+    )
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     started = time.monotonic()
     paths = StatePaths.from_env()
     instance = open_instance(paths)
     defs = build_definitions(paths)
-    written = write_landing_days(paths.landing, args.first_day, args.last_day)
-    print(f"landed {len(written)} day files in {paths.landing}")
-    if instance.get_latest_materialization_event(dg.AssetKey("weather")) is None:
-        dg.materialize([defs.resolve_assets_def("weather")], instance=instance)
-    new_keys = ingest_new_files(defs, instance, paths)
-    print(f"ingested {len(new_keys)} new batches")
-    if new_keys:
-        result = defs.resolve_job_def("retrain").execute_in_process(instance=instance, raise_on_error=False)
-        print(f"retrain run {result.run_id}: {'succeeded' if result.success else 'failed'}")
+    base = AutomationPolicy.from_env()
+    policy = AutomationPolicy(
+        retrain_cooldown_minutes=args.retrain_cooldown_minutes,
+        retrain_min_new_rows=base.retrain_min_new_rows,
+        drift_cooldown_minutes=base.drift_cooldown_minutes,
+    )
+    resources = {"automation_policy": policy}
+    drives = []
+    for first, last in ((args.first_day, args.last_day), (args.later_first_day, args.later_last_day)):
+        written = write_landing_days(paths.landing, first, last)
+        print(f"landed {len(written)} day files {first} .. {last} in {paths.landing}")
+        drive = drive_sensors(defs, instance, resources)
+        failed = sum(1 for runs in drive.runs.values() for _, ok in runs if not ok)
+        counts = ", ".join(f"{job} x{len(runs)}" for job, runs in drive.runs.items()) or "none"
+        print(f"  runs requested by the sensors: {counts}; failed: {failed}")
+        drives.append(drive)
+    print_summary(paths, instance, drives)
     print(f"done in {time.monotonic() - started:.0f} s")
     return 0
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import tenacity
 from pydantic import Field
 
 from mlops_assets.contracts import RAW_COLUMNS
@@ -18,6 +19,22 @@ WEATHER_TABLE = "weather"
 FEATURES_TABLE = "flight_features"
 LEDGER_TABLE = "promotion_ledger"
 INFERENCE_TABLE = "inference_log"
+
+# DuckDB lets one process hold the file read-write, and no reader in another process meanwhile.
+# The Dagster pool serializes writing steps; anything outside it (a reader, a ledger write) waits here.
+LOCK_WAIT_SECONDS = 600.0
+
+
+def _is_lock_conflict(error: BaseException) -> bool:
+    return isinstance(error, duckdb.IOException) and "lock" in str(error).lower()
+
+
+_connect_waiting_for_lock = tenacity.retry(
+    retry=tenacity.retry_if_exception(_is_lock_conflict),
+    wait=tenacity.wait_exponential_jitter(initial=0.05, max=2.0),
+    stop=tenacity.stop_after_delay(LOCK_WAIT_SECONDS),
+    reraise=True,
+)(duckdb.connect)
 
 _RAW_DDL = ", ".join(f"{c.name} {c.sql_type}" for c in RAW_COLUMNS)
 
@@ -56,11 +73,11 @@ class Warehouse(dg.ConfigurableResource):
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection to the warehouse, its schema ensured, closed on exit."""
+        """A connection to the warehouse, its schema ensured, closed on exit; waits while another process holds it."""
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         if read_only and not Path(self.path).exists():
             read_only = False
-        con = duckdb.connect(self.path, read_only=read_only)
+        con = _connect_waiting_for_lock(self.path, read_only=read_only)
         try:
             if not read_only:
                 con.execute(SCHEMA_SQL)
