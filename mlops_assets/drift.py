@@ -25,12 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pandas as pd
 from scipy import stats
 from scipy.spatial import distance
 
 from mlops_assets.contracts import CATEGORICAL_FEATURES, LABEL, MODEL_INPUT_NAMES
+from mlops_assets.warehouse import BATCHES_TABLE, FEATURES_TABLE, INFERENCE_TABLE, table_exists
 
 DEFAULT_MAX_ROWS = 20_000
 DEFAULT_SEED = 13
@@ -288,7 +290,8 @@ def run_drift(
     """
     if reference.empty:
         raise ValueError("the drift reference is empty: there is nothing to compare against")
-    columns = list(columns or [c for c in MODEL_INPUT_NAMES if c in reference.columns])
+    # The feature contract by default; frames without it (benchmarks, tests) are compared as they are.
+    columns = list(columns or [c for c in MODEL_INPUT_NAMES if c in reference.columns] or reference.columns)
     missing = [c for c in columns if c not in reference.columns or c not in current.columns]
     if missing:
         raise ValueError(f"drift column(s) missing from the data: {', '.join(missing)}")
@@ -430,3 +433,38 @@ def classification_report(
             if math.isfinite(value):
                 metrics[name.lower()] = float(value)
     return metrics
+
+
+def recent_batch_rows(con: duckdb.DuckDBPyConnection, days: int) -> pd.DataFrame:
+    """Feature rows of accepted batches in the last `days` flight days (empty when there are none)."""
+    if not table_exists(con, FEATURES_TABLE):
+        return pd.DataFrame(columns=list(MODEL_INPUT_NAMES))
+    accepted = f"""
+        SELECT f.* FROM {FEATURES_TABLE} f
+        JOIN {BATCHES_TABLE} b ON b.batch_key = f.batch_key AND b.checks_passed
+    """
+    return con.execute(
+        f"""SELECT * FROM ({accepted})
+            WHERE flight_date > (SELECT MAX(flight_date) FROM ({accepted})) - ?::INTEGER
+            ORDER BY flight_date, sched_dep_time, carrier, flight, origin, batch_key""",
+        [days],
+    ).df()
+
+
+def recent_traffic_rows(con: duckdb.DuckDBPyConnection, days: int) -> pd.DataFrame:
+    """Model inputs the service answered in the last `days` days of the inference log."""
+    if not table_exists(con, INFERENCE_TABLE):
+        raise LookupError(
+            f"no table {INFERENCE_TABLE!r} in the warehouse: no live traffic has been ingested yet "
+            "(serve the model and materialize the inference_log asset, or use current_source='batches')"
+        )
+    present = {row[0] for row in con.execute(f"DESCRIBE {INFERENCE_TABLE}").fetchall()}
+    missing = [c for c in (*MODEL_INPUT_NAMES, "logged_at") if c not in present]
+    if missing:
+        raise LookupError(f"table {INFERENCE_TABLE!r} lacks column(s): {', '.join(missing)}")
+    return con.execute(
+        f"""SELECT * FROM {INFERENCE_TABLE}
+            WHERE logged_at > (SELECT MAX(logged_at) FROM {INFERENCE_TABLE}) - to_days(?::INTEGER)
+            ORDER BY logged_at""",
+        [days],
+    ).df()
