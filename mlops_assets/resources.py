@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -62,9 +63,16 @@ def mlflow_run_resource(tracking_uri: str, artifact_root: str) -> dg.ResourceDef
     """dagster-mlflow's MlFlow: one MLflow run per Dagster run, tagged with the Dagster run id."""
 
     @dg.resource(config_schema=CONFIG_SCHEMA, description="dagster-mlflow run for this Dagster run.")
-    def mlflow_run(context: dg.InitResourceContext) -> MlFlow:
+    def mlflow_run(context: dg.InitResourceContext) -> Iterator[MlFlow]:
         ensure_experiment(MlflowClient(tracking_uri=tracking_uri), EXPERIMENT_NAME, artifact_root)
-        return MlFlow(context)
+        run = MlFlow(context)
+        try:
+            yield run
+        finally:
+            # A run whose training was refused (blocking check) or failed never reached end_run():
+            # close it as FAILED rather than leave it RUNNING and active in this process.
+            if mlflow.active_run() is not None:
+                mlflow.end_run(status="FAILED")
 
     return mlflow_run.configured({"experiment_name": EXPERIMENT_NAME, "mlflow_tracking_uri": tracking_uri})
 

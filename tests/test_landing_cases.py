@@ -14,15 +14,17 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow import MlflowClient
 
 from mlops_assets.contracts import RAW_COLUMN_NAMES
 from mlops_assets.ingestion import load_batch
 from mlops_assets.landing import LandingFileError, partition_key_for, profile_landing_file
 from mlops_assets.quality import run_batch_checks
-from mlops_assets.settings import StatePaths
+from mlops_assets.settings import EXPERIMENT_NAME, StatePaths
 from mlops_assets.training_data import select_training_set
 from mlops_assets.warehouse import Warehouse
 from tests.conftest import land_days
@@ -365,6 +367,10 @@ def test_L05_one_row_is_accepted_and_training_explains_why_not(
         "training refused: 0 training rows (minimum 500), 1 holdout rows (minimum 100)"
     )
     assert "candidate_model" not in materialized(retrain)
+    # The MLflow run opened for this Dagster run is closed as failed, not left running.
+    client = MlflowClient(tracking_uri=state_paths.mlflow_tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name(EXPERIMENT_NAME).experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"] and mlflow.active_run() is None
 
 
 # ---------------------------------------------------------------- L06
@@ -549,8 +555,6 @@ def test_L10_single_class_is_accepted_and_refused_for_training(
 def test_L10_single_class_window_is_refused_by_the_training_set_check_and_the_champion_stays(
     ingest: Ingest, cases: dict[str, CaseBuilder], state_paths: StatePaths, package_flights: pd.DataFrame
 ) -> None:
-    from mlflow import MlflowClient
-
     from mlops_assets.registry import champion_version
     from mlops_assets.settings import REGISTERED_MODEL_NAME
 
