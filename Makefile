@@ -32,6 +32,12 @@ dev: install
 mlflow-ui: install
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(MLOPS_STATE_DIR)/mlflow.db --host 127.0.0.1 --port 5000
 
+# Serve the current champion's bento (exported and rebuilt first) on http://$(HOST):$(PORT).
+HOST ?= 127.0.0.1
+PORT ?= 3001
+serve: install
+	$(BIN)/python -m mlops_assets.serving serve --host $(HOST) --port $(PORT)
+
 lint: install
 	$(BIN)/ruff check mlops_assets tests bentos
 
