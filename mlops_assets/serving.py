@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 
 import duckdb
 import pandas as pd
+from pydantic import BaseModel
 
 from mlops_assets.contracts import MODEL_INPUT_COLUMNS, MODEL_INPUT_NAMES
 from mlops_assets.registry import ModelVersion
@@ -196,6 +198,49 @@ def publish_bento(version: ModelVersion, tracking_uri: str, bentoml_home: Path) 
 def serve_command(bento_tag: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> list[str]:
     """The `bentoml serve` command line of a built bento."""
     return [sys.executable, "-m", "bentoml", "serve", bento_tag, "--host", host, "--port", str(port)]
+
+
+# --- the feature contract across serving, the registry and training -----------------------------
+
+_PYTHON_TYPES = {"INTEGER": int, "DOUBLE": float, "VARCHAR": str}
+_SIGNATURE_TYPES = {"INTEGER": {"long", "integer", "double"}, "DOUBLE": {"double", "float"}, "VARCHAR": {"string"}}
+
+
+def contract_mismatches(
+    request_model: type[BaseModel], signature_inputs: list[dict[str, Any]], training_names: Sequence[str]
+) -> list[str]:
+    """Where the serving request model, an MLflow signature and the training features leave the contract."""
+    problems = []
+    expected = list(MODEL_INPUT_NAMES)
+    for what, names in (
+        ("request model", list(request_model.model_fields)),
+        ("MLflow signature", [column.get("name") for column in signature_inputs]),
+        ("training features", list(training_names)),
+    ):
+        if names != expected:
+            missing = [n for n in expected if n not in names]
+            extra = [n for n in names if n not in expected]
+            problems.append(f"{what} columns differ from the contract: missing {missing}, extra {extra}, order {names}")
+    fields = request_model.model_fields
+    signature = {column.get("name"): column for column in signature_inputs}
+    for column in MODEL_INPUT_COLUMNS:
+        field = fields.get(column.name)
+        if field is not None:
+            allowed = _PYTHON_TYPES[column.sql_type]
+            annotation = field.annotation
+            types = set(getattr(annotation, "__args__", (annotation,))) - {type(None)}
+            if types != {allowed}:
+                problems.append(f"request field {column.name} is {annotation}, the contract says {allowed.__name__}")
+            if field.is_required() != column.required:
+                problems.append(
+                    f"request field {column.name} required={field.is_required()}, contract {column.required}"
+                )
+        entry = signature.get(column.name)
+        if entry is not None and entry.get("type") not in _SIGNATURE_TYPES[column.sql_type]:
+            problems.append(
+                f"signature column {column.name} is {entry.get('type')}, the contract says {column.sql_type}"
+            )
+    return problems
 
 
 # --- inference log ingestion ---------------------------------------------------------------------
