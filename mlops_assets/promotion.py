@@ -8,11 +8,24 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import duckdb
+from mlflow import MlflowClient
 
-from mlops_assets.registry import ModelVersion
-from mlops_assets.warehouse import LEDGER_TABLE
+from mlops_assets.registry import (
+    CHAMPION_ALIAS,
+    ModelVersion,
+    champion_holders,
+    champion_version,
+    holdout_metrics,
+    move_champion_alias,
+)
+from mlops_assets.warehouse import LEDGER_TABLE, Warehouse, table_exists
 
 LOWER_IS_BETTER = frozenset({"log_loss"})
+PROMOTED = "promoted"
+REFUSED = "refused"
+ROLLBACK = "rollback"
+# The actions that move the alias; a refusal is recorded but moves nothing.
+CHAMPION_MOVES = frozenset({PROMOTED, ROLLBACK})
 
 
 @dataclass(frozen=True)
@@ -55,8 +68,13 @@ def gate_decision(evaluation: Evaluation, metric: str, floor: float, tolerance: 
     if value is None or not math.isfinite(value):
         return GateDecision(False, f"candidate {name} {metric} is not a number", metric, value, champion_value)
     if not _better_or_equal(metric, value, floor, 0.0):
+        direction = "at most" if metric in LOWER_IS_BETTER else "at least"
         return GateDecision(
-            False, f"candidate {name} {metric} {value:.4f} misses the floor {floor:.4f}", metric, value, champion_value
+            False,
+            f"candidate {name} {metric} {value:.4f} misses the floor ({direction} {floor:.4f})",
+            metric,
+            value,
+            champion_value,
         )
     if evaluation.champion is None or champion_value is None:
         return GateDecision(
@@ -67,6 +85,14 @@ def gate_decision(evaluation: Evaluation, metric: str, floor: float, tolerance: 
             None,
         )
     champion = f"v{evaluation.champion.version}"
+    if not math.isfinite(champion_value):
+        return GateDecision(
+            False,
+            f"champion {champion} {metric} is not a number on this holdout: the candidate cannot be compared",
+            metric,
+            value,
+            champion_value,
+        )
     if not _better_or_equal(metric, value, champion_value, tolerance):
         return GateDecision(
             False,
@@ -119,3 +145,135 @@ def record_ledger_row(
             actor,
         ],
     )
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    """One promotion, refusal or rollback as recorded; `recorded_at` is naive UTC."""
+
+    recorded_at: datetime
+    action: str
+    model_name: str
+    new_version: str | None
+    previous_version: str | None
+    candidate_metrics: dict[str, float | None] | None
+    champion_metrics: dict[str, float | None] | None
+    reason: str
+    actor: str
+
+
+def read_ledger(con: duckdb.DuckDBPyConnection, model_name: str) -> list[LedgerRow]:
+    """Every ledger row of a model, oldest first (rows of the same instant in insertion order)."""
+    if not table_exists(con, LEDGER_TABLE):
+        return []
+    rows = con.execute(
+        f"SELECT recorded_at, action, model_name, new_version, previous_version, candidate_metrics, "
+        f"champion_metrics, reason, actor FROM {LEDGER_TABLE} WHERE model_name = ? ORDER BY recorded_at, rowid",
+        [model_name],
+    ).fetchall()
+    return [
+        LedgerRow(
+            recorded_at=row[0],
+            action=row[1],
+            model_name=row[2],
+            new_version=row[3],
+            previous_version=row[4],
+            candidate_metrics=json.loads(row[5]) if row[5] is not None else None,
+            champion_metrics=json.loads(row[6]) if row[6] is not None else None,
+            reason=row[7],
+            actor=row[8],
+        )
+        for row in rows
+    ]
+
+
+def to_naive_utc(at: datetime) -> datetime:
+    """The ledger's clock: an aware time converted to UTC, a naive time taken as UTC already."""
+    return at.astimezone(timezone.utc).replace(tzinfo=None) if at.tzinfo is not None else at
+
+
+def champion_at(rows: list[LedgerRow], at: datetime) -> LedgerRow | None:
+    """The ledger row that made the version champion at time `at` (None before the first promotion)."""
+    at = to_naive_utc(at)
+    moves = [r for r in rows if r.action in CHAMPION_MOVES and r.recorded_at <= at]
+    return moves[-1] if moves else None
+
+
+def rollback_target(rows: list[LedgerRow], current: str) -> str | None:
+    """The champion before the current one: the `previous_version` of the promotion that made it champion.
+
+    Rollbacks are skipped, so rolling back twice walks back two promotions instead of toggling.
+    """
+    promotions = [r for r in rows if r.action == PROMOTED and r.new_version == current]
+    return promotions[-1].previous_version if promotions else None
+
+
+@dataclass(frozen=True)
+class ChampionMove:
+    """The outcome of moving the alias: which version holds it now and which held it before."""
+
+    new: ModelVersion
+    previous: ModelVersion | None
+    row: LedgerRow
+
+
+def move_champion(
+    client: MlflowClient,
+    warehouse: Warehouse,
+    version: ModelVersion,
+    action: str,
+    reason: str,
+    actor: str,
+    candidate_metrics: dict[str, float] | None = None,
+    champion_metrics: dict[str, float] | None = None,
+) -> ChampionMove:
+    """Point `champion` at `version` and record the move in the ledger; no row, no move.
+
+    Metrics default to the holdout metrics each version's run recorded at its evaluation.
+    """
+    if action not in CHAMPION_MOVES:
+        raise ValueError(f"{action!r} does not move the champion; one of {sorted(CHAMPION_MOVES)}")
+    previous = champion_version(client, version.name)
+    if candidate_metrics is None:
+        candidate_metrics = holdout_metrics(client, version.run_id)
+    if champion_metrics is None and previous is not None:
+        champion_metrics = holdout_metrics(client, previous.run_id)
+    at = datetime.now(timezone.utc)
+    move_champion_alias(client, version)
+    try:
+        # Short write: DuckDB has one writer, so the connection is opened, written and closed here.
+        with warehouse.connect() as con:
+            record_ledger_row(
+                con,
+                action=action,
+                model_name=version.name,
+                new_version=version.version,
+                previous_version=previous.version if previous else None,
+                candidate_metrics=candidate_metrics,
+                champion_metrics=champion_metrics,
+                reason=reason,
+                actor=actor,
+                at=at,
+            )
+    except BaseException:
+        # Every move is a ledger row: a move that could not be recorded is undone.
+        if previous is not None:
+            move_champion_alias(client, previous)
+        else:
+            client.delete_registered_model_alias(version.name, CHAMPION_ALIAS)
+        raise
+    holders = champion_holders(client, version.name)
+    if holders != [version.version]:
+        raise RuntimeError(f"`{CHAMPION_ALIAS}` is held by {holders}, expected exactly v{version.version}")
+    row = LedgerRow(
+        recorded_at=to_naive_utc(at),
+        action=action,
+        model_name=version.name,
+        new_version=version.version,
+        previous_version=previous.version if previous else None,
+        candidate_metrics=candidate_metrics,
+        champion_metrics=champion_metrics,
+        reason=reason,
+        actor=actor,
+    )
+    return ChampionMove(new=version, previous=previous, row=row)
