@@ -97,9 +97,7 @@ def test_a_week_of_flipped_labels_is_refused_and_the_champion_stays(
     champion_auc = evaluation.champion_metrics["roc_auc"]
     assert candidate_auc < 0.5 < 0.55 < champion_auc
     assert evaluation.candidate_metrics["log_loss"] > evaluation.champion_metrics["log_loss"]
-    print(
-        f"candidate v{evaluation.candidate.version} roc_auc {candidate_auc:.4f}, champion v{old.version} {champion_auc:.4f}"
-    )
+    print(f"candidate roc_auc {candidate_auc:.4f}, champion v{old.version} roc_auc {champion_auc:.4f}")
 
     [gate] = [e for e in second.get_asset_check_evaluations() if e.check_name == "candidate_beats_champion"]
     assert not gate.passed
