@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 import warnings
 from pathlib import Path
 
@@ -43,3 +44,20 @@ def defs(state_paths: StatePaths) -> dg.Definitions:
 def land_days(paths: StatePaths, flights: pd.DataFrame, first: dt.date, last: dt.date) -> list[Path]:
     """Write real days into the test's landing folder."""
     return write_landing_days(paths.landing, first, last, flights)
+
+
+@pytest.fixture(scope="session")
+def migrated_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow SQLite store with its schema created once (creating it costs seconds)."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow_template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def mlflow_store(state_paths: StatePaths, migrated_mlflow_db: Path) -> StatePaths:
+    """The test's state folder with an empty, already migrated MLflow store in it."""
+    shutil.copyfile(migrated_mlflow_db, state_paths.mlflow_db)
+    return state_paths

@@ -128,3 +128,14 @@ def test_a_week_of_flipped_labels_is_refused_and_the_champion_stays(
     code, _, err = _cli("promote", evaluation.candidate.version)
     assert code == cli.EXIT_GATE_NOT_PASSED and "refused" in err
     assert champion_version(client, REGISTERED_MODEL_NAME) == old
+
+    # The operator overrides the gate, then rolls back: the ledger names who was champion when.
+    before_force = dt.datetime.now(dt.timezone.utc)
+    code, out, err = _cli("promote", evaluation.candidate.version, "--force", "--reason", "test the override")
+    assert code == cli.EXIT_OK, err
+    assert champion_holders(client, REGISTERED_MODEL_NAME) == [evaluation.candidate.version]
+    code, out, err = _cli("rollback", "--reason", "the override was worse")
+    assert code == cli.EXIT_OK, err
+    assert champion_holders(client, REGISTERED_MODEL_NAME) == [old.version]
+    code, out, _ = _cli("history", "--at", before_force.isoformat())
+    assert code == cli.EXIT_OK and f"the champion was v{old.version} " in out

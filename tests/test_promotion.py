@@ -155,10 +155,10 @@ def test_ledger_rows_round_trip_through_duckdb(state_paths: StatePaths) -> None:
     assert abs(row.recorded_at - dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)) < dt.timedelta(minutes=1)
 
 
-def register_versions(client: MlflowClient, aucs: list[float]) -> list[ModelVersion]:
+def register_versions(client: MlflowClient, paths: StatePaths, aucs: list[float]) -> list[ModelVersion]:
     """Registered versions of NAME, each on a finished run carrying the holdout metrics evaluation logs."""
     if client.get_experiment_by_name(EXPERIMENT_NAME) is None:
-        client.create_experiment(EXPERIMENT_NAME)
+        client.create_experiment(EXPERIMENT_NAME, artifact_location=paths.mlflow_artifacts.as_uri())
     experiment = client.get_experiment_by_name(EXPERIMENT_NAME).experiment_id
     if not client.search_registered_models(f"name = '{NAME}'"):
         client.create_registered_model(NAME)
@@ -173,10 +173,10 @@ def register_versions(client: MlflowClient, aucs: list[float]) -> list[ModelVers
     return versions
 
 
-def test_move_champion_moves_the_alias_and_writes_the_ledger(state_paths: StatePaths) -> None:
-    client = MlflowClient(tracking_uri=state_paths.mlflow_tracking_uri, registry_uri=state_paths.mlflow_tracking_uri)
-    warehouse = Warehouse(path=str(state_paths.warehouse))
-    v1, v2 = register_versions(client, [0.61, 0.63])
+def test_move_champion_moves_the_alias_and_writes_the_ledger(mlflow_store: StatePaths) -> None:
+    client = MlflowClient(tracking_uri=mlflow_store.mlflow_tracking_uri, registry_uri=mlflow_store.mlflow_tracking_uri)
+    warehouse = Warehouse(path=str(mlflow_store.warehouse))
+    v1, v2 = register_versions(client, mlflow_store, [0.61, 0.63])
     assert champion_version(client, NAME) is None and champion_holders(client, NAME) == []
 
     first = move_champion(client, warehouse, v1, PROMOTED, "first", "promotion_gate")
@@ -200,10 +200,10 @@ def test_move_champion_moves_the_alias_and_writes_the_ledger(state_paths: StateP
         move_champion(client, warehouse, v1, REFUSED, "no", "t")
 
 
-def test_gate_result_tags_and_unknown_versions(state_paths: StatePaths) -> None:
-    client = MlflowClient(tracking_uri=state_paths.mlflow_tracking_uri, registry_uri=state_paths.mlflow_tracking_uri)
+def test_gate_result_tags_and_unknown_versions(mlflow_store: StatePaths) -> None:
+    client = MlflowClient(tracking_uri=mlflow_store.mlflow_tracking_uri, registry_uri=mlflow_store.mlflow_tracking_uri)
     assert find_model_version(client, NAME, "1") is None  # no registered model yet
-    [v1] = register_versions(client, [0.6])
+    [v1] = register_versions(client, mlflow_store, [0.6])
     tag_gate_result(client, v1, False, "worse than champion")
     summary = version_summary(client, NAME, "1")
     assert (summary.gate, summary.gate_reason, summary.is_champion) == ("refused", "worse than champion", False)
