@@ -190,7 +190,7 @@ class _Context:
             with self.warehouse.connect(read_only=True) as con:
                 return read_ledger(con, self.model)
 
-        return _while_busy(read, self.paths)
+        return _while_busy(read, self.paths, read_only=True)
 
     def status(self, args: argparse.Namespace) -> int:
         self.say(f"state folder: {self.paths.root}")
@@ -296,12 +296,17 @@ class _Context:
         self.say(f"hint: {BENTO_HINT}")
 
 
-def _while_busy(action: Callable[[], T], paths: StatePaths) -> T:
-    """Run a warehouse action, waiting out another writer's lock for a few seconds."""
+def _while_busy(action: Callable[[], T], paths: StatePaths, read_only: bool = False) -> T:
+    """Run a warehouse action once no other process holds the DuckDB file, waiting a few seconds at most.
+
+    Warehouse.connect itself waits minutes for a lock (right for a pipeline step); an operator gets a
+    clear answer instead, before anything is changed.
+    """
     deadline = time.monotonic() + BUSY_WAIT_SECONDS
-    while True:
+    while paths.warehouse.exists():
         try:
-            return action()
+            duckdb.connect(str(paths.warehouse), read_only=read_only).close()
+            break
         except duckdb.IOException as error:
             if "lock" not in str(error).lower():
                 raise
@@ -311,7 +316,8 @@ def _while_busy(action: Callable[[], T], paths: StatePaths) -> T:
                     f"{BUSY_WAIT_SECONDS:.0f} s (a Dagster run writing?); nothing changed, try again",
                     EXIT_WAREHOUSE_BUSY,
                 ) from error
-            time.sleep(0.5)
+            time.sleep(0.25)
+    return action()
 
 
 def _metrics_text(metrics: dict[str, float | None] | None) -> str:

@@ -197,9 +197,10 @@ def test_a_locked_warehouse_is_a_clear_error_and_moves_nothing(
         code, _, err = run_cli("promote", "1")
         assert code == cli.EXIT_WAREHOUSE_BUSY and "stayed locked" in err
         assert time.monotonic() - started < 10
+        assert run_cli("status")[0] == cli.EXIT_WAREHOUSE_BUSY
     finally:
         holder.kill()
         holder.wait()
-    # The alias move was undone with the failed ledger write.
+    # Refused before anything moved.
     assert champion_holders(registry.client, NAME) == ["2"]
     assert registry.ledger()[-1].action == REFUSED
