@@ -104,12 +104,19 @@ def summary(values: list[float]) -> dict[str, object]:
     }
 
 
-def run_child(module: str, variant: str, params: dict[str, object], timeout_s: float = 900) -> dict[str, object]:
+def run_child(
+    module: str,
+    variant: str,
+    params: dict[str, object],
+    timeout_s: float = 900,
+    env: dict[str, str] | None = None,
+) -> dict[str, object]:
     """Run one variant in a fresh interpreter; its own result, with its peak RSS (VmHWM) at exit."""
     with tempfile.TemporaryDirectory(prefix="bench-child-") as tmp:
         out = Path(tmp) / "result.json"
         command = [sys.executable, "-m", module, "--child", variant, "--params", json.dumps(params), "--out", str(out)]
-        returncode = subprocess.run(command, cwd=REPO_ROOT, timeout=timeout_s).returncode
+        child_env = {**os.environ, **(env or {})}
+        returncode = subprocess.run(command, cwd=REPO_ROOT, timeout=timeout_s, env=child_env).returncode
         if returncode != 0:
             raise RuntimeError(f"{module} --child {variant} exited with {returncode}")
         return json.loads(out.read_text())
