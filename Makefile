@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export MLOPS_STATE_DIR ?= $(CURDIR)/.mlops
 
-.PHONY: install demo test test-fast dev mlflow-ui serve lint clean
+.PHONY: install demo test test-fast dev mlflow-ui serve lint clean bench
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ HOST ?= 127.0.0.1
 PORT ?= 3001
 serve: install
 	$(BIN)/python -m mlops_assets.serving serve --host $(HOST) --port $(PORT)
+
+# Benchmarks (not tests; not in CI): each figure against its baseline, results in bench/results/.
+BENCH_FIGURES := fig1_ingestion fig2_incremental fig3_orchestration
+
+bench: install
+	for figure in $(BENCH_FIGURES); do $(BIN)/python -m bench.$$figure || exit 1; done
 
 lint: install
 	$(BIN)/ruff check mlops_assets tests bentos

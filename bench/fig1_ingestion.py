@@ -78,8 +78,6 @@ def product_dagster_asset(params: dict[str, object]) -> dict[str, object]:
     """The product through Dagster: the raw_flights asset materialized on a real temp instance."""
     import warnings
 
-    import dagster as dg
-
     from mlops_assets.definitions import build_definitions
     from mlops_assets.instance import open_instance
     from mlops_assets.landing import partition_key_for

@@ -101,8 +101,9 @@ def main(argv: list[str]) -> int:
         }
         for history, results in measured.items()
     }
-    ratio = variants[f"history_{large}_batches"]["seconds"]["median"] / (
-        variants[f"history_{small}_batches"]["seconds"]["median"]
+    ratio = (
+        variants[f"history_{large}_batches"]["seconds"]["median"]
+        / (variants[f"history_{small}_batches"]["seconds"]["median"])
     )
     per_run = [
         statistics.median(measured[large][i]["seconds"]) / statistics.median(measured[small][i]["seconds"])

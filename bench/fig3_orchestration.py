@@ -103,11 +103,11 @@ def plain_script(params: dict[str, object]) -> dict[str, object]:
         train_model,
     )
     from mlops_assets.promotion import Evaluation, gate_decision, record_ledger_row
-    from mlops_assets.quality import DEFAULT_NULL_LIMITS
+    from mlops_assets.quality import DEFAULT_MAX_NULL_SHARE, resolve_null_limits
     from mlops_assets.registry import champion_version, load_model, log_and_register_model, move_champion_alias
     from mlops_assets.resources import ModelRegistry
     from mlops_assets.settings import EXPERIMENT_NAME
-    from mlops_assets.training_data import select_training_set
+    from mlops_assets.training_data import TrainingSetMinimums, check_training_set, select_training_set
     from mlops_assets.warehouse import Warehouse
 
     warnings.filterwarnings("ignore")
@@ -122,14 +122,14 @@ def plain_script(params: dict[str, object]) -> dict[str, object]:
         for path in sorted(paths.landing.glob("*.csv")):
             key = partition_key_for(path)
             with warehouse.connect() as con:
-                batch = load_batch(con, path, key, dict.fromkeys(DEFAULT_NULL_LIMITS, 0.01))
+                batch = load_batch(con, path, key, resolve_null_limits(DEFAULT_MAX_NULL_SHARE))
                 assert batch.checks_passed, [c.description for c in batch.checks if not c.passed]
                 write_feature_partition(con, key)
             keys.append(key)
         with warehouse.connect(read_only=True) as con:
             data = select_training_set(con, window_days=60, holdout_days=7)
-        counts = data.class_counts("train")
-        assert len(data.train) >= 500 and len(data.holdout) >= 100 and min(counts.values()) >= 50
+        refused = [c.description for c in check_training_set(data, TrainingSetMinimums()) if not c.passed]
+        assert not refused, refused
         registry = ModelRegistry(tracking_uri=paths.mlflow_tracking_uri, artifact_root=str(paths.mlflow_artifacts))
         client = registry.client()
         mlflow.set_experiment(EXPERIMENT_NAME)
@@ -137,11 +137,15 @@ def plain_script(params: dict[str, object]) -> dict[str, object]:
         with mlflow.start_run():
             mlflow.log_params({**params_.__dict__, "train_rows": len(data.train)})
             mlflow.set_tags({"dagster_asset": "candidate_model", "batch_count": len(data.batches)})
-            mlflow.log_dict({"batches": [{"batch_key": k, "content_sha256": h} for k, h in data.batches]}, "lineage.json")
+            mlflow.log_dict(
+                {"batches": [{"batch_key": k, "content_sha256": h} for k, h in data.batches]}, "lineage.json"
+            )
             model = train_model(data.train, params_)
             version = log_and_register_model(model, coerce_model_input(data.train).head(5), registry.model_name)
             train_y = data.train[LABEL].astype(int).to_numpy()
-            mlflow.log_metric("train_roc_auc", classification_metrics(train_y, predict_probability(model, data.train), 0.5)["roc_auc"])
+            mlflow.log_metric(
+                "train_roc_auc", classification_metrics(train_y, predict_probability(model, data.train), 0.5)["roc_auc"]
+            )
         holdout_y = data.holdout[LABEL].astype(int).to_numpy()
         metrics = classification_metrics(holdout_y, predict_probability(load_model(version), data.holdout), 0.35)
         champion = champion_version(client, registry.model_name)
@@ -156,7 +160,9 @@ def plain_script(params: dict[str, object]) -> dict[str, object]:
         assert decision.passed, decision.reason
         move_champion_alias(client, version)
         with warehouse.connect() as con:
-            record_ledger_row(con, "promoted", version.name, version.version, None, metrics, None, decision.reason, "bench")
+            record_ledger_row(
+                con, "promoted", version.name, version.version, None, metrics, None, decision.reason, "bench"
+            )
     return {
         "seconds": timer.seconds,
         "batches": len(keys),
@@ -170,9 +176,10 @@ VARIANTS = {"plain_script": plain_script, "through_dagster": through_dagster}
 BASELINE = "plain_script"
 
 
-def write_monthly_files(flights: object, rows: int, landing: Path) -> list[Path]:
-    """The resampled rows as one landing file per month (12 batches)."""
+def write_monthly_files(flights: object, rows: int, landing: Path, first_month: int = 1) -> list[Path]:
+    """The resampled rows as one landing file per month from `first_month` (12 batches from January)."""
     sample = resample_flights(flights, rows)
+    sample = sample[sample["month"].astype(int) >= first_month]
     return [
         write_landing_csv(part, landing / f"flights_2013-{int(month):02d}.csv")
         for month, part in sample.groupby(sample["month"].astype(int), sort=True)
@@ -190,7 +197,8 @@ def main(argv: list[str]) -> int:
     root = Path(scratch.name) if scratch else args.workdir
     from mlops_assets.landing_writer import read_package_flights
 
-    files = write_monthly_files(read_package_flights(), rows, root / "landing")
+    # Smoke mode lands November and December only: two batches, still a full training window.
+    files = write_monthly_files(read_package_flights(), rows, root / "landing", 11 if args.quick else 1)
     measured: dict[str, list[dict[str, object]]] = {name: [] for name in VARIANTS}
     for run in range(runs):
         names = list(VARIANTS) if run % 2 == 0 else list(reversed(VARIANTS))
@@ -217,7 +225,7 @@ def main(argv: list[str]) -> int:
     ratio = variants["through_dagster"]["seconds"]["median"] / variants[BASELINE]["seconds"]["median"]
     per_run = [measured["through_dagster"][i]["seconds"] / measured[BASELINE][i]["seconds"] for i in range(runs)]
     figure = {
-        "rows": rows,
+        "rows": rows if not args.quick else sum(1 for f in files for _ in f.open()) - len(files),
         "batches": len(files),
         "runs": runs,
         "variants": variants,
