@@ -62,3 +62,13 @@ def test_fig3_orchestration_quick_trains_and_promotes_both_ways(tmp_path: Path) 
     assert plain["holdout_rows"] == dagster["holdout_rows"] > 0
     assert plain["roc_auc"] == pytest.approx(dagster["roc_auc"])
     assert figure["ratios"]["dagster_vs_plain"] > 0
+
+
+@pytest.mark.slow
+def test_fig5_drift_quick_gives_evidentlys_verdict_on_every_column(tmp_path: Path) -> None:
+    figure = _run_quick("bench.fig5_drift", tmp_path)
+    product, evidently = figure["variants"]["product_drift_summary"], figure["variants"]["evidently_default"]
+    assert figure["current_rows"] == 30_000 and len(figure["columns"]) == 16
+    assert figure["verdict_disagreements"] == []
+    assert product["drifted_columns"] == evidently["drifted_columns"]
+    assert figure["ratios"]["speed_vs_evidently"] > 0
