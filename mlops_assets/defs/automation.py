@@ -331,4 +331,7 @@ defs = dg.Definitions(
     sensors=[landing_sensor, quarantine_failed_ingests, retrain_on_new_data, retrain_on_drift],
     schedules=[periodic_retrain],
     resources={"automation_policy": AutomationPolicy.from_env()},
+    # Steps of a run execute in the run's own process: a subprocess per step would import the whole
+    # code location again (seconds each on two cores), and DuckDB writes are serialized by the pool anyway.
+    executor=dg.in_process_executor,
 )
