@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -251,10 +252,13 @@ def test_drift_sensor_asks_for_one_retrain_after_a_failed_drift_check(
     assert same.run_key == request.run_key
 
     # A retrain after the drift finding settles it; a new failed evaluation waits for the cooldown.
+    # (Run storage keeps times to the second: space the events like real ones are.)
+    time.sleep(1.1)
     assert stand_in_retrain.execute_in_process(instance=instance).success
     assert evaluate_tick(defs, instance, "retrain_on_drift").skip_reason.skip_message.startswith(
         "drift found before the last"
     )
+    time.sleep(1.1)
     assert dg.materialize([stand_in_drift_report], instance=instance).success
     assert evaluate_tick(defs, instance, "retrain_on_drift").skip_reason.skip_message.startswith("cooldown")
     [after] = evaluate_tick(
