@@ -269,13 +269,26 @@ def test_batch_answers_every_row_in_order_with_the_probabilities_of_the_exported
     assert served == pytest.approx(list(expected), abs=1e-12)
 
 
-def test_concurrent_single_row_requests_are_all_answered(server: Server, rows: list[dict[str, object]]) -> None:
+def _metric(server: Server, name: str) -> float:
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
+
+
+def test_concurrent_single_row_requests_are_answered_in_shared_model_calls(
+    server: Server, rows: list[dict[str, object]]
+) -> None:
     async def burst() -> list[int]:
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
             answers = await asyncio.gather(*(client.post("/predict", json={"rows": [row]}) for row in rows[:64]))
         return [a.status_code for a in answers]
 
+    calls, batched_rows = (
+        _metric(server, "flight_delay_batch_rows_count"),
+        _metric(server, "flight_delay_batch_rows_sum"),
+    )
     assert asyncio.run(burst()) == [200] * 64
+    assert _metric(server, "flight_delay_batch_rows_sum") - batched_rows == 64
+    assert _metric(server, "flight_delay_batch_rows_count") - calls < 64
 
 
 def test_S01_weather_fields_null_gets_a_probability(server: Server, rows: list[dict[str, object]]) -> None:
