@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 
+import dagster as dg
 import duckdb
 import pytest
 from mlflow import MlflowClient
@@ -211,3 +212,51 @@ def test_gate_result_tags_and_unknown_versions(mlflow_store: StatePaths) -> None
     assert find_model_version(client, NAME, "1") == v1
     assert find_model_version(client, NAME, "7") is None
     assert find_model_version(client, NAME, "abc") is None
+
+
+def test_gate_check_and_champion_model_called_directly(mlflow_store: StatePaths) -> None:
+    from mlops_assets.defs.promotion import PromotionGateConfig, candidate_beats_champion, champion_model
+    from mlops_assets.resources import ModelRegistry
+
+    registry = ModelRegistry(
+        tracking_uri=mlflow_store.mlflow_tracking_uri, artifact_root=str(mlflow_store.mlflow_artifacts)
+    )
+    warehouse = Warehouse(path=str(mlflow_store.warehouse))
+    client = registry.client()
+    v1, v2 = register_versions(client, mlflow_store, [0.61, 0.58])
+    first = Evaluation(candidate=v1, candidate_metrics={"roc_auc": 0.61}, base_rate_metrics={"roc_auc": 0.5})
+    worse = Evaluation(
+        candidate=v2,
+        candidate_metrics={"roc_auc": 0.58},
+        base_rate_metrics={"roc_auc": 0.5},
+        champion=v1,
+        champion_metrics={"roc_auc": 0.61},
+    )
+    # Before any gate ran, champion_model refuses to move the alias.
+    with pytest.raises(dg.Failure, match="only a passed gate moves the champion"):
+        champion_model(dg.build_asset_context(), candidate_evaluation=first, registry=registry, warehouse=warehouse)
+
+    gate = PromotionGateConfig()
+    passed = candidate_beats_champion(
+        dg.build_asset_check_context(), config=gate, candidate_evaluation=first, registry=registry, warehouse=warehouse
+    )
+    assert passed.passed and passed.metadata["reason"].value.startswith("first model")
+    output = champion_model(
+        dg.build_asset_context(), candidate_evaluation=first, registry=registry, warehouse=warehouse
+    )
+    assert output.value == v1 and champion_holders(client, NAME) == ["1"]
+
+    refused = candidate_beats_champion(
+        dg.build_asset_check_context(), config=gate, candidate_evaluation=worse, registry=registry, warehouse=warehouse
+    )
+    assert not refused.passed and refused.severity == dg.AssetCheckSeverity.ERROR
+    assert refused.metadata["champion_value"].value == 0.61
+    assert client.get_model_version(NAME, "2").tags["gate"] == "refused"
+    with pytest.raises(dg.Failure, match="gate='refused'"):
+        champion_model(dg.build_asset_context(), candidate_evaluation=worse, registry=registry, warehouse=warehouse)
+    assert champion_holders(client, NAME) == ["1"]
+    with warehouse.connect(read_only=True) as con:
+        rows = read_ledger(con, NAME)
+    assert [(r.action, r.new_version, r.previous_version) for r in rows] == [(PROMOTED, "1", None), (REFUSED, "2", "1")]
+    assert rows[1].candidate_metrics == {"roc_auc": 0.58} and rows[1].champion_metrics == {"roc_auc": 0.61}
+    assert "worse than champion v1" in rows[1].reason
