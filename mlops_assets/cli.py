@@ -205,7 +205,7 @@ class _Context:
                 f", since {utc_text(since[-1].recorded_at)} ({since[-1].action} by {since[-1].actor})" if since else ""
             )
             self.say(f"champion: v{champion.version}{when}")
-            self.say(f"  holdout metrics: {_metrics_text(summary.holdout_metrics)}")
+            self.say(f"  holdout metrics at its evaluation: {_metrics_text(summary.holdout_metrics)}")
         versions = recent_versions(self.client, self.model, max(args.recent, 0))
         self.say("recent candidates (newest first):" if versions else "recent candidates: none registered yet")
         for summary in versions:

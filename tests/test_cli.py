@@ -69,7 +69,7 @@ def test_status_names_the_champion_its_metrics_and_the_gate_results(registry: Re
     code, out, err = run_cli("status")
     assert code == cli.EXIT_OK, err
     assert "champion: v2, since " in out and "(promoted by promotion_gate)" in out
-    assert "holdout metrics: roc_auc 0.6300, log_loss 0.2700" in out
+    assert "holdout metrics at its evaluation: roc_auc 0.6300, log_loss 0.2700" in out
     lines = out.splitlines()
     v3 = next(line for line in lines if line.startswith("  v3"))
     assert "gate refused" in v3 and "roc_auc 0.4000" in v3 and "misses the floor" in v3
