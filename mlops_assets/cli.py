@@ -12,6 +12,7 @@ from typing import NoReturn, TextIO, TypeVar
 
 import duckdb
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from mlops_assets.promotion import (
     PROMOTED,
@@ -42,6 +43,7 @@ EXIT_GATE_NOT_PASSED = 3
 EXIT_NO_PREVIOUS_CHAMPION = 4
 EXIT_WAREHOUSE_BUSY = 5
 EXIT_NO_CHAMPION_AT_TIME = 6
+EXIT_STORE_ERROR = 7
 EXIT_USAGE = 64
 
 EXIT_CODES_HELP = f"""exit codes:
@@ -51,6 +53,7 @@ EXIT_CODES_HELP = f"""exit codes:
   {EXIT_NO_PREVIOUS_CHAMPION}   rollback: no champion, or no previous champion in the ledger
   {EXIT_WAREHOUSE_BUSY}   the DuckDB warehouse stayed locked by another writer; nothing changed, retry
   {EXIT_NO_CHAMPION_AT_TIME}   history --at: no version was champion at that time
+  {EXIT_STORE_ERROR}   the MLflow registry or the DuckDB warehouse failed (unreachable, unreadable); message names it
   {EXIT_USAGE}  usage error (bad arguments, unparseable --at time, --force without --reason)
 
 times: the ledger records UTC. --at takes ISO 8601; a time with an offset (+02:00 or Z) is converted
@@ -170,6 +173,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     except CliError as error:
         print(f"mlops-assets {args.command}: error: {error}", file=err)
         return error.code
+    except MlflowException as error:
+        print(f"mlops-assets {args.command}: error: MLflow at {paths.mlflow_tracking_uri} failed: {error}", file=err)
+        return EXIT_STORE_ERROR
+    except duckdb.Error as error:
+        print(f"mlops-assets {args.command}: error: the warehouse {paths.warehouse} failed: {error}", file=err)
+        return EXIT_STORE_ERROR
 
 
 class _Context:

@@ -204,3 +204,12 @@ def test_a_locked_warehouse_is_a_clear_error_and_moves_nothing(
     # Refused before anything moved.
     assert champion_holders(registry.client, NAME) == ["2"]
     assert registry.ledger()[-1].action == REFUSED
+
+
+def test_an_unreachable_registry_is_a_clear_error(state_paths: StatePaths, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    code, _, err = run_cli("status")
+    assert code == cli.EXIT_STORE_ERROR
+    assert err.startswith("mlops-assets status: error: MLflow at http://127.0.0.1:9 failed: ")
