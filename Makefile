@@ -39,7 +39,7 @@ serve: install
 	$(BIN)/python -m mlops_assets.serving serve --host $(HOST) --port $(PORT)
 
 # Benchmarks (not tests; not in CI): each figure against its baseline, results in bench/results/.
-BENCH_FIGURES := fig1_ingestion fig2_incremental fig3_orchestration fig5_drift
+BENCH_FIGURES := fig1_ingestion fig2_incremental fig3_orchestration fig4_serving fig5_drift
 
 bench: install
 	for figure in $(BENCH_FIGURES); do $(BIN)/python -m bench.$$figure || exit 1; done

@@ -72,3 +72,16 @@ def test_fig5_drift_quick_gives_evidentlys_verdict_on_every_column(tmp_path: Pat
     assert figure["verdict_disagreements"] == []
     assert product["drifted_columns"] == evidently["drifted_columns"]
     assert figure["ratios"]["speed_vs_evidently"] > 0
+
+
+@pytest.mark.slow
+def test_fig4_serving_quick_answers_through_both_servers_and_in_process(tmp_path: Path) -> None:
+    figure = _run_quick("bench.fig4_serving", tmp_path)
+    assert figure["in_process"]["batch_rows"] == 1000 and figure["in_process"]["single_row_p50_ms"] > 0
+    for server in ("bentoml", "mlflow"):
+        levels = figure["servers"][server]["single_row"]
+        assert set(levels) == {"1", "8", "32"}
+        assert all(sum(level["requests"]) > 0 for level in levels.values())
+        assert figure["servers"][server]["memory_after_load"]["rss_mib"] > 0
+    assert figure["servers"]["bentoml"]["batch"]["rows_per_second"]["median"] > 0
+    assert figure["ratios"]["throughput_vs_mlflow"]["32"] > 0
