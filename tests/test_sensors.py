@@ -261,6 +261,11 @@ def test_drift_sensor_asks_for_one_retrain_after_a_failed_drift_check(
     time.sleep(1.1)
     assert dg.materialize([stand_in_drift_report], instance=instance).success
     assert evaluate_tick(defs, instance, "retrain_on_drift").skip_reason.skip_message.startswith("cooldown")
+    no_new_data = evaluate_tick(defs, instance, "retrain_on_drift", resources=_policy(drift_cooldown_minutes=0))
+    assert no_new_data.skip_reason.skip_message == "drift found, but no accepted batch landed since the last retrain"
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization("flight_features", partition="flights_2013-01-09", metadata={"row_count": 900})
+    )
     [after] = evaluate_tick(
         defs, instance, "retrain_on_drift", resources=_policy(drift_cooldown_minutes=0)
     ).run_requests

@@ -289,7 +289,7 @@ def retrain_on_new_data(context: dg.SensorEvaluationContext, automation_policy: 
     job_name=RETRAIN_JOB,
     minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Retrain when the drift check drift_below_threshold failed after the last retrain; with a cooldown.",
+    description="Retrain when drift_below_threshold failed after the last retrain and new batches landed; cooldown.",
 )
 def retrain_on_drift(context: dg.SensorEvaluationContext, automation_policy: AutomationPolicy) -> dg.SensorResult:
     """Ask for a retrain when drift_report's WARN check failed since the model was last trained."""
@@ -306,6 +306,9 @@ def retrain_on_drift(context: dg.SensorEvaluationContext, automation_policy: Aut
         return dg.SensorResult(skip_reason="a retrain is already queued or running")
     if last is not None and time.time() - last < automation_policy.drift_cooldown_minutes * 60:
         return dg.SensorResult(skip_reason=f"cooldown: last retrain {(time.time() - last) / 60:.1f} min ago")
+    # Retraining on the window the champion already saw cannot fix drift; it would only add versions.
+    if last is not None and not new_accepted_batches(instance, last)[0]:
+        return dg.SensorResult(skip_reason="drift found, but no accepted batch landed since the last retrain")
     context.log.info(f"retrain requested: drift check failed in run {evaluation.run_id[:8]}")
     return dg.SensorResult(
         run_requests=[

@@ -67,6 +67,7 @@ inference_log_schedule = dg.ScheduleDefinition(
     name="inference_log_every_15_minutes",
     job=ingest_inference_log,
     cron_schedule="*/15 * * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Keep inference_log close to live traffic for the drift report.",
 )
 

@@ -54,7 +54,7 @@ def _timestamp() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
-@dg.asset(deps=[flight_features], group_name="monitoring", kinds={"evidently", "duckdb"})
+@dg.asset(deps=[flight_features, "inference_log"], group_name="monitoring", kinds={"evidently", "duckdb"})
 def drift_report(
     context: dg.AssetExecutionContext,
     config: DriftReportConfig,
@@ -163,4 +163,22 @@ def candidate_report(
     )
 
 
-defs = dg.Definitions(assets=[drift_report, candidate_report], asset_checks=[drift_below_threshold])
+monitor_drift = dg.define_asset_job(
+    "monitor_drift",
+    selection=[drift_report],
+    description="Compare the newest inputs with the champion's training reference; a failed check asks for a retrain.",
+)
+daily_drift_report = dg.ScheduleDefinition(
+    name="daily_drift_report",
+    job=monitor_drift,
+    cron_schedule="0 6 * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Drift of the newest accepted batches against the training reference, every morning (UTC).",
+)
+
+defs = dg.Definitions(
+    assets=[drift_report, candidate_report],
+    asset_checks=[drift_below_threshold],
+    jobs=[monitor_drift],
+    schedules=[daily_drift_report],
+)
