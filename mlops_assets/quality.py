@@ -193,12 +193,31 @@ def _overlapping_batches(
     con: duckdb.DuckDBPyConnection, batch_key: str, rows_sql: str, params: list[object]
 ) -> list[tuple[str, int]]:
     """Other accepted batches holding this batch's flight keys, with the count of shared distinct keys."""
-    bounds = con.execute(f"SELECT MIN(year), MAX(year), MIN(month), MAX(month) FROM {rows_sql}", params).fetchone()
+    bounds = con.execute(
+        f"SELECT MIN(year), MAX(year), MIN(month), MAX(month), "
+        f"MIN(TRY(make_date(year, month, day))), MAX(TRY(make_date(year, month, day))) FROM {rows_sql}",
+        params,
+    ).fetchone()
     if bounds[0] is None:
+        return []
+    year_low, year_high, month_low, month_high, first_day, last_day = bounds
+    # A shared key means the same (year, month, day), a real date in an accepted batch (its value
+    # range check refuses a date that does not exist). So only accepted batches whose recorded date
+    # span meets this batch's can share a key: found in landing_batches, without reading the history.
+    if first_day is None:
+        return []
+    candidates = [
+        str(row[0])
+        for row in con.execute(
+            f"SELECT batch_key FROM {BATCHES_TABLE} WHERE checks_passed AND batch_key <> ? "
+            "AND (first_flight_date IS NULL OR (first_flight_date <= ? AND last_flight_date >= ?))",
+            [batch_key, last_day, first_day],
+        ).fetchall()
+    ]
+    if not candidates:
         return []
     # Only rows of the batch's own years and months can share a key: constant bounds let DuckDB
     # skip row groups of other periods instead of scanning the whole history.
-    year_low, year_high, month_low, month_high = bounds
     if year_low != year_high:
         month_low, month_high = 1, 12
     join = " AND ".join(f"o.{c} = b.{c}" for c in NATURAL_KEY)
@@ -207,11 +226,12 @@ def _overlapping_batches(
         WITH b AS (SELECT DISTINCT {", ".join(NATURAL_KEY)} FROM {rows_sql}),
              o AS (SELECT r.* FROM {RAW_TABLE} r
                    JOIN {BATCHES_TABLE} l ON l.batch_key = r.batch_key AND l.checks_passed
-                   WHERE r.batch_key <> ? AND r.year BETWEEN ? AND ? AND r.month BETWEEN ? AND ?)
+                   WHERE r.batch_key <> ? AND list_contains(?, r.batch_key)
+                     AND r.year BETWEEN ? AND ? AND r.month BETWEEN ? AND ?)
         SELECT o.batch_key, COUNT(DISTINCT ({", ".join(f"b.{c}" for c in NATURAL_KEY)}))
         FROM b JOIN o ON {join} GROUP BY o.batch_key ORDER BY 2 DESC, 1
         """,
-        [*params, batch_key, year_low, year_high, month_low, month_high],
+        [*params, batch_key, candidates, year_low, year_high, month_low, month_high],
     ).fetchall()
     return [(str(k), int(n)) for k, n in rows]
 
