@@ -21,7 +21,9 @@ from mlops_assets.definitions import build_definitions
 from mlops_assets.defs.automation import AutomationPolicy
 from mlops_assets.instance import open_instance
 from mlops_assets.landing_writer import write_landing_days
+from mlops_assets.live_traffic import latest_day_rows, running_service, send_traffic
 from mlops_assets.registry import champion_version
+from mlops_assets.serving import bento_tag_for, publish_bento
 from mlops_assets.settings import REGISTERED_MODEL_NAME, StatePaths
 from mlops_assets.warehouse import BATCHES_TABLE, Warehouse
 
@@ -196,6 +198,66 @@ def print_summary(paths: StatePaths, instance: dg.DagsterInstance, drives: list[
     print(f"reports: {paths.reports}")
 
 
+def serve_live_traffic(
+    paths: StatePaths, instance: dg.DagsterInstance, defs: dg.Definitions, rows: int, single_requests: int
+) -> list[str]:
+    """Serve the champion's bento, send it real flights of the newest day, ingest the log, measure drift on it."""
+    client = MlflowClient(tracking_uri=paths.mlflow_tracking_uri, registry_uri=paths.mlflow_tracking_uri)
+    champion = champion_version(client, REGISTERED_MODEL_NAME)
+    if champion is None:
+        return ["serving: no champion yet, nothing to serve"]
+    bento_tag = bento_tag_for(champion)
+    built = instance.get_latest_materialization_event(dg.AssetKey("flight_delay_bento"))
+    built_tag = built.asset_materialization.metadata.get("bento_tag") if built and built.asset_materialization else None
+    if built_tag is None or built_tag.value != bento_tag:
+        bento_tag = publish_bento(champion, paths.mlflow_tracking_uri, paths.bentoml_home).bento_tag
+    with Warehouse(path=str(paths.warehouse)).connect(read_only=True) as con:
+        request_rows = latest_day_rows(con, rows)
+    with running_service(paths, bento_tag) as service:
+        traffic = send_traffic(service, request_rows, single_requests)
+    lines = [
+        f"serving: {bento_tag} on {service.url} answered {traffic.requests} requests ({traffic.rows} flights of the "
+        f"newest day): statuses {traffic.statuses}, model version(s) {', '.join(traffic.model_versions) or 'none'}",
+    ]
+    if traffic.example:
+        first = traffic.example["predictions"][0]
+        lines.append(
+            f"  e.g. request {traffic.example['request_id']}: probability {first['probability']:.3f}, "
+            f"decision {first['decision']}, model v{traffic.example['model_version']}"
+        )
+    ingest = execute_job(defs, instance, "ingest_inference_log")
+    logged = _run_metadata(instance, ingest.run_id)[0].get("inference_log", {})
+    lines.append(
+        f"inference_log: {logged.get('new_rows', 0)} new rows ({logged.get('total_rows', 0)} in all), "
+        f"model versions {logged.get('model_versions', 'none')}"
+    )
+    drift = execute_job(
+        defs, instance, "monitor_drift", {"ops": {"drift_report": {"config": {"current_source": "live_traffic"}}}}
+    )
+    materialized, checks = _run_metadata(instance, drift.run_id)
+    report = materialized.get("drift_report")
+    if report is None:
+        lines.append("drift on live traffic: no report (see the monitor_drift run in the Dagster UI)")
+    else:
+        check = checks.get("drift_below_threshold")
+        verdict = "within threshold" if check is not None and check.passed else "over threshold (WARN)"
+        lines.append(
+            f"drift on live traffic: {report.get('share_of_drifted_columns', 0):.2f} of columns drifted "
+            f"({report.get('drifted_columns', '')}), {verdict}; report {report.get('report', '')}"
+        )
+    return lines
+
+
+def execute_job(
+    defs: dg.Definitions, instance: dg.DagsterInstance, job_name: str, run_config: dict | None = None
+) -> dg.ExecuteInProcessResult:
+    """Run a job in process on the instance, console logs at WARNING (the UI has the full event log)."""
+    config = {**(run_config or {}), "loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    return defs.resolve_job_def(job_name).execute_in_process(
+        instance=instance, run_config=config, tags={"mlops/trigger": "demo"}, raise_on_error=False
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Land the first stretch of days, let the sensors ingest and retrain, land a later month, again."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -209,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="The demo lands a month minutes after the first stretch; the platform default is 10.",
     )
+    parser.add_argument("--traffic-rows", type=int, default=200, help="Flights sent to the served champion.")
+    parser.add_argument("--single-requests", type=int, default=50, help="Of those, sent one request each.")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     started = time.monotonic()
@@ -232,6 +296,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  runs requested by the sensors: {counts}; failed: {failed}")
         drives.append(drive)
     print_summary(paths, instance, drives)
+    if any(drive.count("retrain") for drive in drives):
+        for line in serve_live_traffic(paths, instance, defs, args.traffic_rows, args.single_requests):
+            print(line)
+    else:
+        print("serving: no new model in this demo run, no traffic sent (`make serve` serves the champion)")
     print(f"done in {time.monotonic() - started:.0f} s")
     return 0
 
