@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import duckdb
 
 from mlops_assets.contracts import RAW_COLUMN_NAMES
-from mlops_assets.landing import LandingFileProfile, profile_landing_file, stage_landing_file
+from mlops_assets.landing import LandingFileProfile, content_sha256, profile_landing_file, stage_landing_file
 from mlops_assets.quality import CheckOutcome, check_schema_contract, run_batch_checks
 from mlops_assets.warehouse import BATCHES_TABLE, RAW_TABLE, transaction
 
@@ -46,10 +47,14 @@ def load_batch(
     A file that breaks the contract raises LandingFileError before anything is written: the
     batch's previous rows and its landing_batches row stay as they were.
     """
-    profile = profile_landing_file(path)
+    profile = profile_landing_file(path, hash_content=False)
     columns = ", ".join(RAW_COLUMN_NAMES)
     try:
-        stage_landing_file(con, profile, STAGE_TABLE)
+        # hashlib releases the GIL on large buffers: the file is hashed while DuckDB parses it.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="landing-sha256") as pool:
+            digest = pool.submit(content_sha256, path)
+            stage_landing_file(con, profile, STAGE_TABLE)
+            profile.content_sha256 = digest.result()
         with transaction(con):
             # raw rows and their landing_batches row are written together: a key never recorded
             # has no rows to delete, and skipping the delete spares a scan of the whole history.

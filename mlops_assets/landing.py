@@ -92,8 +92,12 @@ def sniff_csv_dialect(path: Path) -> tuple[CsvDialect, list[str]]:
     return CsvDialect(delimiter=delimiter, decimal_separator=decimal), columns
 
 
-def profile_landing_file(path: Path) -> LandingFileProfile:
-    """Check a landing file's format and header against the contract, without loading rows."""
+def profile_landing_file(path: Path, hash_content: bool = True) -> LandingFileProfile:
+    """Check a landing file's format and header against the contract, without loading rows.
+
+    With `hash_content=False` the profile's content_sha256 is left empty for the caller to fill
+    (load_batch hashes the file in a thread while DuckDB reads it).
+    """
     if path.suffix.lower() not in LANDING_SUFFIXES:
         raise LandingFileError(path, f"unsupported file type {path.suffix!r} (expected .csv or .parquet)")
     if not path.is_file():
@@ -118,7 +122,7 @@ def profile_landing_file(path: Path) -> LandingFileProfile:
     known = {c.name for c in RAW_COLUMNS}
     return LandingFileProfile(
         path=path,
-        content_sha256=content_sha256(path),
+        content_sha256=content_sha256(path) if hash_content else "",
         file_format=file_format,
         dialect=dialect,
         columns=columns,
