@@ -10,6 +10,7 @@ Environment (all optional):
 """
 
 import asyncio
+import gc
 import hmac
 import json
 import logging
@@ -55,6 +56,8 @@ OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz"})
 # Model calls with fewer rows than this run on one OpenMP thread: waking a thread team for every one
 # of a few hundred trees costs more than it saves on a handful of rows.
 SMALL_CALL_ROWS = 256
+# Allocations between young-generation collections (CPython's default is 700).
+GC_YOUNG_THRESHOLD = 20_000
 # The inference log is written by a background thread: a request only queues its record.
 LOG_FLUSH_SECONDS = 0.05
 logger = logging.getLogger("bentoml.flight_delay")
@@ -548,6 +551,12 @@ class FlightDelay:
         self.log = InferenceLog(StatePaths.from_env().inference_logs)
         self.compiled = compile_model(self.model)
         self.batcher = RowBatcher(self.score_records, MAX_BATCH_ROWS)
+        # What is loaded now lives as long as the process: keep it out of the collector's scans, whose
+        # passes over the model and the frameworks stalled every request in flight, and collect the
+        # young generation less often (a request allocates thousands of short-lived objects). Measured
+        # at concurrency 32 on 2 busy cores: p99 from 180-460 ms to 75-90 ms.
+        gc.freeze()
+        gc.set_threshold(GC_YOUNG_THRESHOLD, 50, 100)
 
     @bentoml.on_shutdown
     def close_log(self) -> None:
