@@ -173,15 +173,20 @@ def print_summary(paths: StatePaths, instance: dg.DagsterInstance, drives: list[
             f"SELECT COUNT(*), COUNT(*) FILTER (WHERE checks_passed), COALESCE(SUM(row_count), 0), "
             f"COALESCE(SUM(row_count) FILTER (WHERE checks_passed), 0) FROM {BATCHES_TABLE}"
         ).fetchone()
+        refused = con.execute(
+            f"SELECT source_file, failed_checks FROM {BATCHES_TABLE} WHERE NOT checks_passed ORDER BY source_file"
+        ).fetchall()
     print("\n=== summary ===")
     print(f"batches loaded: {batches} ({passed} passed their checks), rows: {rows} ({accepted_rows} accepted)")
+    for source_file, failed_checks in refused:
+        print(f"  refused by its blocking checks, kept in raw_flights only: {source_file} ({', '.join(failed_checks)})")
     entries = quarantine.list_entries(paths.quarantine_db)
     print(f"quarantined files: {len(entries)}")
     for entry in entries:
         print(f"  {entry.file_name}: {entry.reason} (by {entry.source})")
     retrains = [run_id for drive in drives for run_id, _ in drive.runs.get("retrain", [])]
     if not retrains:
-        print("no retrain in this demo run: nothing new landed")
+        print("no retrain in this demo run: no new accepted batch")
         latest = instance.get_run_records(filters=dg.RunsFilter(job_name="retrain"), limit=1)
         retrains = [latest[0].dagster_run.run_id] if latest else []
         if retrains:

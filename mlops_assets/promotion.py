@@ -200,10 +200,20 @@ def champion_at(rows: list[LedgerRow], at: datetime) -> LedgerRow | None:
 
 
 def rollback_target(rows: list[LedgerRow], current: str) -> str | None:
-    """The champion before the current one: the `previous_version` of the promotion that made it champion.
+    """The champion before the current one, walking the ledger as a stack of promotions.
 
-    Rollbacks are skipped, so rolling back twice walks back two promotions instead of toggling.
+    A promotion pushes its version, a rollback pops one, so rolling back twice walks back two
+    promotions (a version promoted twice does not make two rollbacks toggle between two versions).
     """
+    stack: list[str] = []
+    for row in rows:
+        if row.action == PROMOTED and row.new_version is not None:
+            stack.append(row.new_version)
+        elif row.action == ROLLBACK and stack:
+            stack.pop()
+    if stack and stack[-1] == current:
+        return stack[-2] if len(stack) > 1 else None
+    # The alias was moved outside the ledger: fall back to what made `current` champion last.
     promotions = [r for r in rows if r.action == PROMOTED and r.new_version == current]
     return promotions[-1].previous_version if promotions else None
 

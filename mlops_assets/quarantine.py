@@ -72,8 +72,9 @@ def record(
         return cursor.rowcount == 1
 
 
-def list_entries(db_path: Path) -> list[QuarantineEntry]:
+def list_entries(db_path: Path | str) -> list[QuarantineEntry]:
     """Every quarantine entry, oldest first."""
+    db_path = Path(db_path)
     if not db_path.exists():
         return []
     with _connect(db_path) as con:

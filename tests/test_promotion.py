@@ -140,6 +140,15 @@ def test_rollback_walks_back_promotions_instead_of_toggling() -> None:
     assert rollback_target(LEDGER, "9") is None
 
 
+def test_rollback_after_a_version_was_promoted_twice_walks_back_and_then_stops() -> None:
+    ledger = [_row(0, PROMOTED, "1", None), _row(10, PROMOTED, "2", "1"), _row(20, PROMOTED, "1", "2")]
+    assert rollback_target(ledger, "1") == "2"
+    ledger.append(_row(30, ROLLBACK, "2", "1"))
+    assert rollback_target(ledger, "2") == "1"
+    ledger.append(_row(40, ROLLBACK, "1", "2"))
+    assert rollback_target(ledger, "1") is None
+
+
 def test_ledger_rows_round_trip_through_duckdb(state_paths: StatePaths) -> None:
     warehouse = Warehouse(path=str(state_paths.warehouse))
     with warehouse.connect() as con:
