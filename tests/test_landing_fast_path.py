@@ -81,8 +81,9 @@ def _assert_fast_path_agrees(con: duckdb.DuckDBPyConnection, path: Path) -> bool
 def _same_rows(a: list[tuple[object, ...]], b: list[tuple[object, ...]]) -> bool:
     """Equal rows, NaN equal to NaN; a value's type counts (1 is not 1.0 here)."""
     return len(a) == len(b) and all(
-        len(x) == len(y) and all(type(u) is type(v) and (u == v or (u != u and v != v)) for u, v in zip(x, y))
-        for x, y in zip(a, b)
+        len(x) == len(y)
+        and all(type(u) is type(v) and (u == v or (u != u and v != v)) for u, v in zip(x, y, strict=True))
+        for x, y in zip(a, b, strict=True)
     )
 
 
