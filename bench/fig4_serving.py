@@ -41,23 +41,9 @@ GOAL_BATCH_VS_INPROCESS = 0.5
 
 def request_rows(frame) -> list[dict[str, object]]:  # noqa: ANN001 - model-input DataFrame
     """Model-input rows as a request carries them: ints, floats, codes, null weather when missing."""
-    from mlops_assets.contracts import MODEL_INPUT_COLUMNS
+    from mlops_assets.live_traffic import request_rows as contract_rows
 
-    rows = []
-    for record in frame.to_dict("records"):
-        row: dict[str, object] = {}
-        for column in MODEL_INPUT_COLUMNS:
-            value = record[column.name]
-            if value is None or (isinstance(value, float) and math.isnan(value)):
-                row[column.name] = None
-            elif column.sql_type == "INTEGER":
-                row[column.name] = int(value)
-            elif column.sql_type == "DOUBLE":
-                row[column.name] = float(value)
-            else:
-                row[column.name] = str(value)
-        rows.append(row)
-    return rows
+    return contract_rows(frame)
 
 
 # --- children --------------------------------------------------------------------------------------

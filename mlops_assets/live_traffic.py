@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import socket
@@ -16,6 +15,7 @@ from typing import Any
 
 import duckdb
 import httpx
+import pandas as pd
 
 from mlops_assets.contracts import MODEL_INPUT_COLUMNS, MODEL_INPUT_NAMES
 from mlops_assets.serving import bentoml_env, serve_command
@@ -86,21 +86,14 @@ def _stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
-def latest_day_rows(con: duckdb.DuckDBPyConnection, limit: int) -> list[dict[str, Any]]:
-    """Request rows of the newest flight day, spread over the day by a hash (deterministic), weather null if missing."""
-    columns = ", ".join(MODEL_INPUT_NAMES)
-    frame = con.execute(
-        f"""SELECT {columns} FROM {FEATURES_TABLE}
-            WHERE flight_date = (SELECT MAX(flight_date) FROM {FEATURES_TABLE})
-            ORDER BY md5(concat_ws('|', carrier, flight, origin, sched_dep_time)) LIMIT ?""",
-        [limit],
-    ).df()
+def request_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Model-input rows as a /predict body carries them: ints, floats, codes, null where missing."""
     rows = []
     for record in frame.to_dict(orient="records"):
         row: dict[str, Any] = {}
         for column in MODEL_INPUT_COLUMNS:
             value = record[column.name]
-            if value is None or (isinstance(value, float) and math.isnan(value)):
+            if value is None or pd.isna(value):
                 row[column.name] = None
             elif column.sql_type == "INTEGER":
                 row[column.name] = int(value)
@@ -110,6 +103,18 @@ def latest_day_rows(con: duckdb.DuckDBPyConnection, limit: int) -> list[dict[str
                 row[column.name] = str(value)
         rows.append(row)
     return rows
+
+
+def latest_day_rows(con: duckdb.DuckDBPyConnection, limit: int) -> list[dict[str, Any]]:
+    """Request rows of the newest flight day, spread over the day by a hash (deterministic), weather null if missing."""
+    columns = ", ".join(MODEL_INPUT_NAMES)
+    frame = con.execute(
+        f"""SELECT {columns} FROM {FEATURES_TABLE}
+            WHERE flight_date = (SELECT MAX(flight_date) FROM {FEATURES_TABLE})
+            ORDER BY md5(concat_ws('|', carrier, flight, origin, sched_dep_time)) LIMIT ?""",
+        [limit],
+    ).df()
+    return request_rows(frame)
 
 
 @dataclass(frozen=True)

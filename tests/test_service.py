@@ -28,12 +28,13 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from mlops_assets.contracts import LABEL, MODEL_INPUT_COLUMNS, MODEL_INPUT_NAMES
+from mlops_assets.contracts import LABEL, MODEL_INPUT_NAMES
 from mlops_assets.definitions import build_definitions
 from mlops_assets.defs.deployment import flight_delay_bento, inference_log
 from mlops_assets.features import coerce_model_input
 from mlops_assets.landing import partition_key_for
 from mlops_assets.landing_writer import write_landing_days
+from mlops_assets.live_traffic import request_rows
 from mlops_assets.modeling import TrainingParams, classification_metrics, predict_probability, train_model
 from mlops_assets.registry import ModelVersion, log_and_register_model, move_champion_alias
 from mlops_assets.resources import ModelRegistry, StateFolder, ensure_experiment
@@ -113,22 +114,6 @@ def build_platform(root: Path, flights: pd.DataFrame) -> Platform:
     ]
     move_champion_alias(client, versions[1])
     return Platform(paths=paths, tracking_uri=tracking_uri, versions=versions, holdout=data.holdout)
-
-
-def request_row(record: pd.Series) -> dict[str, object]:
-    """A feature-table row as the request body carries it: ints, floats, codes, weather null when missing."""
-    row: dict[str, object] = {}
-    for column in MODEL_INPUT_COLUMNS:
-        value = record[column.name]
-        if value is None or (isinstance(value, float) and math.isnan(value)) or pd.isna(value):
-            row[column.name] = None
-        elif column.sql_type == "INTEGER":
-            row[column.name] = int(value)
-        elif column.sql_type == "DOUBLE":
-            row[column.name] = float(value)
-        else:
-            row[column.name] = str(value)
-    return row
 
 
 def free_port() -> int:
@@ -223,7 +208,7 @@ def server(platform: Platform, champion_bento: PublishedBento) -> Iterator[Serve
 @pytest.fixture(scope="module")
 def rows(platform: Platform) -> list[dict[str, object]]:
     """Real flights of the held-out days, as request rows."""
-    return [request_row(record) for _, record in platform.holdout.head(200).iterrows()]
+    return request_rows(platform.holdout.head(200))
 
 
 def strict_json(response: httpx.Response) -> object:
@@ -436,7 +421,7 @@ def test_after_a_rollback_the_rebuilt_bento_serves_the_previous_version_behind_a
         assert rebuilt.mlflow_version == "1" and rebuilt.bento_tag.startswith("flight_delay_service:v1-")
         rolled_back = serve_bento(platform, rebuilt, "rollback", {"MLOPS_SERVING_TOKEN": "s3cret"})
         try:
-            row = request_row(platform.holdout.iloc[0])
+            [row] = request_rows(platform.holdout.iloc[:1])
             assert post(rolled_back, {"rows": [row]}).status_code == 401
             assert post(rolled_back, {"rows": [row]}, headers={"Authorization": "Bearer wrong"}).status_code == 401
             assert httpx.get(f"{rolled_back.url}/readyz").status_code == 200
