@@ -131,18 +131,36 @@ def record_ledger_row(
     at: datetime | None = None,
 ) -> None:
     """Append one promotion, refusal or rollback to the ledger."""
+    insert_ledger_row(
+        con,
+        LedgerRow(
+            recorded_at=to_naive_utc(at or datetime.now(timezone.utc)),
+            action=action,
+            model_name=model_name,
+            new_version=new_version,
+            previous_version=previous_version,
+            candidate_metrics=candidate_metrics,
+            champion_metrics=champion_metrics,
+            reason=reason,
+            actor=actor,
+        ),
+    )
+
+
+def insert_ledger_row(con: duckdb.DuckDBPyConnection, row: LedgerRow) -> None:
+    """Write one ledger row as it stands (`recorded_at` naive UTC; non-finite metrics stored as null)."""
     con.execute(
         f"INSERT INTO {LEDGER_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
-            (at or datetime.now(timezone.utc)).replace(tzinfo=None),
-            action,
-            model_name,
-            new_version,
-            previous_version,
-            _finite(candidate_metrics),
-            _finite(champion_metrics),
-            reason,
-            actor,
+            row.recorded_at,
+            row.action,
+            row.model_name,
+            row.new_version,
+            row.previous_version,
+            _finite(row.candidate_metrics),
+            _finite(row.champion_metrics),
+            row.reason,
+            row.actor,
         ],
     )
 
@@ -248,23 +266,22 @@ def move_champion(
         candidate_metrics = holdout_metrics(client, version.run_id)
     if champion_metrics is None and previous is not None:
         champion_metrics = holdout_metrics(client, previous.run_id)
-    at = datetime.now(timezone.utc)
+    row = LedgerRow(
+        recorded_at=to_naive_utc(datetime.now(timezone.utc)),
+        action=action,
+        model_name=version.name,
+        new_version=version.version,
+        previous_version=previous.version if previous else None,
+        candidate_metrics=candidate_metrics,
+        champion_metrics=champion_metrics,
+        reason=reason,
+        actor=actor,
+    )
     move_champion_alias(client, version)
     try:
         # Short write: DuckDB has one writer, so the connection is opened, written and closed here.
         with warehouse.connect() as con:
-            record_ledger_row(
-                con,
-                action=action,
-                model_name=version.name,
-                new_version=version.version,
-                previous_version=previous.version if previous else None,
-                candidate_metrics=candidate_metrics,
-                champion_metrics=champion_metrics,
-                reason=reason,
-                actor=actor,
-                at=at,
-            )
+            insert_ledger_row(con, row)
     except BaseException:
         # Every move is a ledger row: a move that could not be recorded is undone.
         if previous is not None:
@@ -275,15 +292,4 @@ def move_champion(
     holders = champion_holders(client, version.name)
     if holders != [version.version]:
         raise RuntimeError(f"`{CHAMPION_ALIAS}` is held by {holders}, expected exactly v{version.version}")
-    row = LedgerRow(
-        recorded_at=to_naive_utc(at),
-        action=action,
-        model_name=version.name,
-        new_version=version.version,
-        previous_version=previous.version if previous else None,
-        candidate_metrics=candidate_metrics,
-        champion_metrics=champion_metrics,
-        reason=reason,
-        actor=actor,
-    )
     return ChampionMove(new=version, previous=previous, row=row)
